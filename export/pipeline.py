@@ -1,0 +1,173 @@
+"""`edge-ser export`: head on the teacher, distilled student, int8 variants, parity, evaluation, bundle."""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from edge_ser.bundle import atomic_directory, load_bundle, write_manifest
+from edge_ser.data import heldout_split, load_corpus, load_waveforms
+from edge_ser.errors import EdgeSerError
+from edge_ser.evaluate import evaluate_waves
+from edge_ser.metrics import scores
+
+from . import graph
+from .distill import DistillConfig, distill
+from .features import embed
+from .heads import fit_head
+from .teachers import load_teacher
+
+console = Console(stderr=True)
+PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
+
+
+@dataclass
+class ExportConfig:
+    data: Path
+    out: Path
+    teacher: str = "whisper-tiny.en"
+    unlabeled: Path | None = None
+    test_speakers: list[str] | None = None
+    n_test_speakers: int = 3
+    student_depth: int = 2
+    student_width: int | None = None
+    student_init: str = "teacher"
+    distill_epochs: int = 6
+    head: str = "mlp"
+    window_s: float = 4.0
+    hop_s: float = 2.0
+    calibration_clips: int = 48
+    parity_clips: int = 24
+    seed: int = 0
+    overwrite: bool = False
+
+
+class EmotionModel(torch.nn.Module):
+    """audio[B, N] -> probs[B, C]: encoder hidden states, pooled per layer, then the head."""
+
+    def __init__(self, encoder: torch.nn.Module, head: torch.nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        from .features import pool_layers
+        return torch.softmax(self.head(pool_layers(self.encoder(audio))), dim=-1)
+
+
+def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:
+    with torch.inference_mode():
+        pred = [int(model(torch.from_numpy(w)[None]).argmax()) for w in waves]
+    return scores(y, pred, n_classes)
+
+
+def unlabeled_waves(folder: Path | None) -> list[np.ndarray]:
+    if folder is None:
+        return []
+    from edge_ser.audio import load_audio
+    from edge_ser.errors import AudioError
+    waves = []
+    for f in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg")):
+        try:
+            waves.append(load_audio(f))
+        except AudioError as e:
+            console.print(f"skipping unlabeled {f}: {e}")
+    if not waves:
+        raise EdgeSerError(f"--unlabeled {folder} holds no readable .wav/.flac/.ogg audio")
+    return waves
+
+
+def run_export(cfg: ExportConfig) -> dict:
+    """Write the bundle at cfg.out atomically and return its manifest."""
+    start = time.time()
+    torch.manual_seed(cfg.seed)
+    corpus = load_corpus(cfg.data)
+    fold = heldout_split(corpus.items, cfg.test_speakers or cfg.n_test_speakers, seed=cfg.seed)
+    waves, corpus = load_waveforms(corpus)
+    fold = heldout_split(corpus.items, fold.test_speakers)   # indices after skipped files are dropped
+    labels = corpus.labels
+    y = np.array([labels.index(it.label) for it in corpus.items])
+    train_w = [waves[i] for i in fold.train]
+    test_w = [waves[i] for i in fold.test]
+    y_train, y_test = y[fold.train], y[fold.test]
+    console.print(f"{corpus.name}: {len(corpus.items)} clips, {len(labels)} labels; {corpus.skip_summary()}; "
+                  f"held-out speakers {', '.join(fold.test_speakers)} ({len(test_w)} clips)")
+
+    teacher = load_teacher(cfg.teacher).eval()
+    teacher_head = fit_head(cfg.head, embed(teacher, train_w, "teacher features"), y_train, len(labels), seed=cfg.seed)
+    teacher_model = EmotionModel(teacher, teacher_head).eval()
+
+    dcfg = DistillConfig(depth=cfg.student_depth, width=cfg.student_width, init=cfg.student_init,
+                         epochs=cfg.distill_epochs, seed=cfg.seed)
+    student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled), dcfg)
+    student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels), seed=cfg.seed)
+    student_model = EmotionModel(student, student_head).eval()
+
+    rng = np.random.default_rng(cfg.seed)
+    calib = [train_w[i] for i in rng.permutation(len(train_w))[:cfg.calibration_clips]]
+    check = [test_w[i] for i in rng.permutation(len(test_w))[:cfg.parity_clips]]
+    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
+        variants = graph.export_variants({"teacher": teacher_model, "student": student_model}, tmp, calib)
+        for name, v in variants.items():
+            torch_model = teacher_model if v["model"] == "teacher" else student_model
+            v["parity"] = graph.parity(torch_model, tmp / v["files"][0], check)
+            if v["precision"] == "fp32" and (v["parity"]["max_abs_diff"] > PARITY_TOLERANCE
+                                             or v["parity"]["top1_agreement"] < 1.0):
+                raise EdgeSerError(f"exported {name} disagrees with its torch model ({v['parity']}); "
+                                   "the bundle was not written")
+        teacher_macs = graph.count_macs(tmp / variants["teacher-fp32"]["files"][0])
+        student_macs = graph.count_macs(tmp / variants["student-fp32"]["files"][0])
+        manifest = {
+            "labels": labels, "sample_rate": 16000, "window_s": cfg.window_s, "hop_s": cfg.hop_s,
+            "min_input_s": 0.25, "max_input_s": 30.0, "variants": variants,
+            "default_variant": "student-int8-dynamic",
+            "teacher": {**teacher.provenance, "name": teacher.name, "layers": teacher.n_layers,
+                        "dim": teacher.dim, "macs_per_s": teacher_macs},
+            "student": {"depth": cfg.student_depth, "width": cfg.student_width or teacher.dim,
+                        "init": cfg.student_init, "epochs": cfg.distill_epochs, "distill_loss": losses,
+                        "macs_per_s": student_macs, "mac_ratio": teacher_macs / student_macs,
+                        "summary": f"{cfg.student_depth} layers x {cfg.student_width or teacher.dim} "
+                                   f"({cfg.student_init} init), {teacher_macs / student_macs:.1f}x fewer MACs/s "
+                                   "than the teacher"},
+            "head": cfg.head,
+            "data": {"corpus": corpus.name, "path": str(cfg.data), "clips": len(corpus.items),
+                     "skipped": dict(corpus.skipped), "train_speakers": sorted({corpus.items[i].speaker for i in fold.train}),
+                     "test_speakers": list(fold.test_speakers), "unlabeled": str(cfg.unlabeled) if cfg.unlabeled else None,
+                     "summary": f"{corpus.name}, {len(train_w)} labelled clips from "
+                                f"{len(set(corpus.items[i].speaker for i in fold.train))} speakers"},
+            "evaluation": {"protocol": f"held-out speakers {', '.join(fold.test_speakers)} "
+                                       f"({len(test_w)} clips), never used for distillation, calibration, "
+                                       "normalisation or the head; clips scored by the runtime "
+                                       f"(windows of {cfg.window_s} s, hop {cfg.hop_s} s, probabilities averaged)",
+                           "torch_teacher": torch_scores(teacher_model, test_w, y_test, len(labels)),
+                           "torch_student": torch_scores(student_model, test_w, y_test, len(labels))},
+            "export": {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+                       "seconds": None, "host": platform.platform()},
+        }
+        write_manifest(tmp, manifest)
+        metrics = evaluate_waves(load_bundle(tmp), test_w, [labels[i] for i in y_test])["variants"]
+        for name in variants:
+            manifest["variants"][name]["metrics"] = metrics[name]
+        manifest["export"]["seconds"] = round(time.time() - start, 1)
+        manifest = write_manifest(tmp, manifest)
+    summary(manifest, cfg.out)
+    return manifest
+
+
+def summary(manifest: dict, out: Path) -> None:
+    table = Table(title=f"bundle {out}  ({manifest['evaluation']['protocol']})")
+    for col in ("variant", "format", "precision", "MB", "UA", "WA", "F1", "top-1 agree", "max |dp|"):
+        table.add_column(col)
+    for name, v in manifest["variants"].items():
+        mb = sum(manifest["files"][f]["bytes"] for f in v["files"]) / 1e6
+        m, p = v["metrics"], v["parity"]
+        table.add_row(name, v["format"], v["precision"], f"{mb:.1f}", f"{m['ua']:.3f}", f"{m['wa']:.3f}",
+                      f"{m['f1']:.3f}", f"{p['top1_agreement']:.3f}", f"{p['max_abs_diff']:.4f}")
+    Console().print(table)
+    s = manifest["student"]
+    Console().print(f"student: {s['summary']}; export took {manifest['export']['seconds']} s")
