@@ -82,6 +82,26 @@ def unlabeled_waves(folder: Path | None) -> list[np.ndarray]:
     return waves
 
 
+def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict:
+    """Every graph of the bundle into ``out``; returns the manifest's ``variants`` (no metrics yet)."""
+    variants = {}
+
+    def add(name, fmt, precision, model, quantization=None):
+        files = [f"{name}.onnx"] if fmt == "onnx" else [f"{name}.xml", f"{name}.bin"]
+        variants[name] = {"files": files, "format": fmt, "precision": precision, "model": model,
+                          "quantization": quantization}
+        return out / files[0]
+
+    graph.export_onnx(teacher_model, add("teacher-fp32", "onnx", "fp32", "teacher"))
+    student = add("student-fp32", "onnx", "fp32", "student")
+    graph.export_onnx(student_model, student)
+    graph.quantize_dynamic_onnx(student, add("student-int8-dynamic", "onnx", "int8", "student", "dynamic"))
+    graph.quantize_static_onnx(student, add("student-int8-static", "onnx", "int8", "student", "static-qdq"), calib)
+    graph.export_openvino(student, add("student-ov-fp32", "openvino", "fp32", "student"))
+    graph.quantize_openvino(student, add("student-ov-int8", "openvino", "int8", "student", "nncf-ptq"), calib)
+    return variants
+
+
 def run_export(cfg: ExportConfig) -> dict:
     """Write the bundle at cfg.out atomically and return its manifest."""
     start = time.time()
@@ -112,7 +132,7 @@ def run_export(cfg: ExportConfig) -> dict:
     calib = [train_w[i] for i in rng.permutation(len(train_w))[:cfg.calibration_clips]]
     check = [test_w[i] for i in rng.permutation(len(test_w))[:cfg.parity_clips]]
     with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
-        variants = graph.export_variants({"teacher": teacher_model, "student": student_model}, tmp, calib)
+        variants = write_variants(teacher_model, student_model, tmp, calib)
         for name, v in variants.items():
             torch_model = teacher_model if v["model"] == "teacher" else student_model
             v["parity"] = graph.parity(torch_model, tmp / v["files"][0], check)

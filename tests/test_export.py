@@ -1,0 +1,149 @@
+"""Whole export on tiny random teachers: distill, quantize, ONNX + OpenVINO, parity, bundle, checksums."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from edge_ser.bundle import MANIFEST, load_bundle  # noqa: E402
+from edge_ser.errors import BundleError, EdgeSerError  # noqa: E402
+
+LABELS = ["anger", "neutral", "sadness"]
+
+
+def tiny_corpus(root):
+    """3 speakers x 3 labels x 4 clips; each label has its own pitch so a head can learn it."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label,speaker"]
+    for s in ("s1", "s2", "s3"):
+        for k, label in enumerate(LABELS):
+            for i in range(4):
+                n = int(16000 * rng.uniform(0.8, 1.6))
+                t = np.arange(n) / 16000
+                x = 0.3 * np.sin(2 * np.pi * (150 + 250 * k) * t) + 0.02 * rng.standard_normal(n)
+                f = root / f"{s}_{label}_{i}.wav"
+                sf.write(f, x.astype(np.float32), 16000)
+                rows.append(f"{f.name},{label},{s}")
+    (root / "corpus.csv").write_text("\n".join(rows) + "\n")
+    return root / "corpus.csv"
+
+
+def tiny_whisper(root):
+    cfg = transformers.WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1,
+                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                     num_mel_bins=80, max_source_positions=1500, vocab_size=100)
+    transformers.WhisperModel(cfg).save_pretrained(root)
+    return root
+
+
+def tiny_wav2vec2(root):
+    cfg = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
+                                      conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                                      num_conv_pos_embedding_groups=2, vocab_size=10)
+    transformers.Wav2Vec2Model(cfg).save_pretrained(root)
+    return root
+
+
+def config(data, out, teacher, **kw):
+    from export.pipeline import ExportConfig
+    return ExportConfig(data=data, out=out, teacher=str(teacher), n_test_speakers=1, student_depth=1,
+                        distill_epochs=1, calibration_clips=4, parity_clips=4, head="linear", **kw)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("make_teacher", [tiny_whisper, tiny_wav2vec2])
+def test_export_end_to_end(tmp_path, corpus, make_teacher):
+    from export.pipeline import run_export
+
+    out = tmp_path / "bundle"
+    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher")))
+    bundle = load_bundle(out)     # checksums verified
+    assert bundle.labels == LABELS
+    names = set(bundle.variants)
+    assert {"teacher-fp32", "student-fp32", "student-int8-dynamic", "student-int8-static",
+            "student-ov-fp32", "student-ov-int8"} <= names
+    for name, v in bundle.variants.items():
+        assert set(v.metrics) >= {"ua", "wa", "f1", "n"} and v.metrics["n"] == 12
+        assert set(v.parity) >= {"max_abs_diff", "top1_agreement"}
+        if v.precision == "fp32":
+            assert v.parity["max_abs_diff"] < 1e-3 and v.parity["top1_agreement"] == 1.0
+    assert manifest["student"]["macs_per_s"] < manifest["teacher"]["macs_per_s"]
+    test_speakers = set(manifest["data"]["test_speakers"])
+    assert test_speakers and not test_speakers & set(manifest["data"]["train_speakers"])
+    assert (out / "MODEL_CARD.md").read_text().count("student-int8-dynamic") == 1
+    assert not list(tmp_path.glob(".bundle.partial-*"))
+    # the runtime on a variable-length clip gives a distribution over the bundle's labels
+    from edge_ser.recognizer import Recognizer
+    for length in (4000, 37000):
+        p = Recognizer(out, variant="student-int8-static").predict(np.zeros(length, np.float32) + 0.1).probs
+        assert set(p) == set(LABELS) and abs(sum(p.values()) - 1) < 1e-4
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, corpus, monkeypatch):
+    from export import graph
+    from export.pipeline import run_export
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(graph, "export_openvino", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(config(corpus, tmp_path / "bundle", tiny_whisper(tmp_path / "teacher")))
+    assert not (tmp_path / "bundle").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher"]
+
+
+def test_export_refuses_existing_bundle_without_overwrite(tmp_path, corpus):
+    from export.pipeline import run_export
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(EdgeSerError, match="already exists"):
+        run_export(config(corpus, tmp_path / "bundle", tiny_whisper(tmp_path / "teacher")))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, corpus):
+    from export.pipeline import run_export
+    root = tmp_path_factory.mktemp("exported")
+    run_export(config(corpus, root / "bundle", tiny_whisper(root / "teacher")))
+    return root / "bundle"
+
+
+def test_tampered_bundle_is_refused(exported, tmp_path):
+    import shutil
+    b = tmp_path / "b"
+    shutil.copytree(exported, b)
+    f = b / "student-int8-dynamic.onnx"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="student-int8-dynamic.onnx"):
+        load_bundle(b)
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "run", str(b), "--input", str(b / MANIFEST)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "SHA-256" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "eval", str(exported), "--data", str(corpus),
+                        "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result["variants"]) == set(load_bundle(exported).variants)
+    for m in result["variants"].values():
+        assert set(m) == {"ua", "wa", "f1", "n"} and m["n"] == 36 and 0 <= m["ua"] <= 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text(corpus.read_text().replace("neutral", "joy"))
+    (tmp_path / "bad.csv").write_text("\n".join(
+        ln if i == 0 else str(corpus.parent / ln) for i, ln in enumerate(bad.read_text().splitlines())) + "\n")
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "eval", str(exported), "--data", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "joy" in r.stderr and "Traceback" not in r.stderr
