@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import track
 
 from .audio import AUDIO_SUFFIXES, is_silent, load_audio
 from .errors import AudioError, DatasetError, LabelError
@@ -151,6 +153,7 @@ def _read_manifest(path: Path, corpus: Corpus) -> None:
         for row in reader:
             rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip().lower()
             if not rel:
+                corpus.skip("no path", f"{path}:{reader.line_num}")
                 continue
             file = Path(rel) if Path(rel).is_absolute() else path.parent / rel
             if not label:
@@ -173,6 +176,9 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
         raise DatasetError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if not path.exists():
         raise DatasetError(f"{path}: no such corpus folder or manifest; check the path")
+    if path.is_file() and path.suffix.lower() not in (".csv", ".tsv"):
+        raise DatasetError(f"{path}: a corpus is a folder of audio or a .csv/.tsv manifest, not a "
+                           f"{path.suffix or 'suffix-less'} file")
     files = [] if path.is_file() else _audio_files(path)
     if path.is_dir() and not files:
         raise DatasetError(f"{path}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder or below; "
@@ -219,9 +225,6 @@ def load_waveforms(corpus: Corpus, progress: bool = True) -> tuple[list[np.ndarr
 
     Returns the waveforms and a new Corpus holding only the decoded items (in the same order).
     """
-    from rich.console import Console
-    from rich.progress import track
-
     kept = Corpus(items=[], labels=[], name=corpus.name, scheme=corpus.scheme,
                   skipped=Counter(corpus.skipped), examples={k: list(v) for k, v in corpus.examples.items()})
     waves = []

@@ -106,10 +106,8 @@ def run_export(cfg: ExportConfig) -> dict:
     """Write the bundle at cfg.out atomically and return its manifest."""
     start = time.time()
     torch.manual_seed(cfg.seed)
-    corpus = load_corpus(cfg.data)
+    waves, corpus = load_waveforms(load_corpus(cfg.data))
     fold = heldout_split(corpus.items, cfg.test_speakers or cfg.n_test_speakers, seed=cfg.seed)
-    waves, corpus = load_waveforms(corpus)
-    fold = heldout_split(corpus.items, fold.test_speakers)   # indices after skipped files are dropped
     labels = corpus.labels
     y = np.array([labels.index(it.label) for it in corpus.items])
     train_w = [waves[i] for i in fold.train]
