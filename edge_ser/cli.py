@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EdgeSerError
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except EdgeSerError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print("[bold red]error:[/]", escape(str(e)), highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

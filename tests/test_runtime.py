@@ -1,0 +1,436 @@
+"""The runtime: engine, VAD, recognizer, streaming and `run` (tiny bundle from conftest, no torch)."""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge_ser import AudioError, BundleError, EdgeSerError
+from edge_ser.bundle import MANIFEST, load_bundle
+from edge_ser.engine import open_engine
+from edge_ser.live import Counters, mic_chunks, run_chunks, run_cli
+from edge_ser.recognizer import Recognizer, window_spans
+from edge_ser.vad import VadOptions, make_vad
+
+SR = 16000
+ROOT = Path(__file__).resolve().parents[1]
+EMODB = ROOT.parent / "shared" / "data" / "emodb"
+
+
+def tone(seconds: float, amp: float, freq: float = 220.0) -> np.ndarray:
+    t = np.arange(round(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def hiss(seconds: float, amp: float, seed: int = 0) -> np.ndarray:
+    return (amp * np.random.default_rng(seed).standard_normal(round(seconds * SR))).astype(np.float32)
+
+
+def bursts(parts):
+    """Concatenate (kind, seconds, amp) parts; return audio and the [start, end) s of non-silence parts."""
+    audio, regions, t = [], [], 0.0
+    for i, (kind, seconds, amp) in enumerate(parts):
+        if kind == "silence":
+            audio.append(hiss(seconds, 1e-4, seed=i))
+        else:
+            audio.append(tone(seconds, amp) if kind == "tone" else hiss(seconds, amp, seed=i))
+            regions.append((t, t + seconds))
+        t += seconds
+    return np.concatenate(audio), regions
+
+
+SCENE = [("silence", 1.0, 0), ("tone", 3.0, 0.8), ("silence", 1.2, 0), ("noise", 1.5, 0.01),
+         ("silence", 0.9, 0), ("tone", 4.3, 0.05), ("silence", 1.0, 0)]
+
+
+@pytest.fixture(scope="module")
+def recognizer(tiny_bundle):
+    return Recognizer(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return bursts(SCENE)
+
+
+def feed_in_chunks(rec, x, sizes, **stream_args):
+    stream, events, i = rec.stream(**stream_args), [], 0
+    for size in itertools.cycle(sizes):
+        if i >= len(x):
+            break
+        events += stream.feed(x[i:i + size])
+        i += size
+    return events + stream.flush()
+
+
+def strip(events):
+    """Events without the wall-clock latency."""
+    return [(e.start, e.end, e.label, e.probs) for e in events]
+
+
+# --- runtime never imports torch ---------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_import_and_run_leave_torch_out(tiny_bundle, scene, tmp_path, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    wav = tmp_path / "scene.wav"
+    sf.write(wav, scene[0], SR)
+    code = f"""
+import sys
+import edge_ser
+assert 'torch' not in sys.modules
+from edge_ser.live import run_cli
+run_cli({str(tiny_bundle)!r}, input={str(wav)!r}, output={str(tmp_path / 'out.jsonl')!r}, backend={backend!r})
+heavy = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "segments" in done.stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+
+
+# --- engine ------------------------------------------------------------------------------------
+
+def test_engine_batch_and_variable_length(tiny_bundle):
+    engine = open_engine(tiny_bundle)
+    for n in (4000, 16000, 32001):
+        probs = engine.run(np.stack([tone(n / SR, 0.8), tone(n / SR, 0.005)]))
+        assert probs.shape == (2, 3)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert [engine.labels[i] for i in probs.argmax(axis=1)] == ["anger", "sadness"]
+
+
+def test_openvino_matches_onnxruntime(tiny_bundle, scene):
+    pytest.importorskip("openvino")
+    x = np.stack([scene[0][:2 * SR], scene[0][SR:3 * SR], tone(2.0, 0.05)])
+    reference = open_engine(tiny_bundle, backend="onnxruntime").run(x)
+    for variant in ("fp32", "ov-fp32"):
+        np.testing.assert_allclose(open_engine(tiny_bundle, variant, backend="openvino").run(x), reference,
+                                   atol=1e-5)
+    a = Recognizer(tiny_bundle).process(scene[0])
+    b = Recognizer(tiny_bundle, variant="ov-fp32", backend="openvino").process(scene[0])
+    assert [(e.start, e.end, e.label) for e in a] == [(e.start, e.end, e.label) for e in b]
+    for ea, eb in zip(a, b):
+        np.testing.assert_allclose(list(ea.probs.values()), list(eb.probs.values()), atol=1e-5)
+
+
+def test_ir_variant_needs_openvino_backend(tiny_bundle):
+    if "ov-fp32" not in load_bundle(tiny_bundle).variants:
+        pytest.skip("openvino not installed")
+    with pytest.raises(BundleError, match="--backend openvino"):
+        open_engine(tiny_bundle, "ov-fp32", backend="onnxruntime")
+
+
+def test_missing_openvino_package_says_what_to_install(tiny_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(EdgeSerError, match=r"pip install edge-ser\[openvino\]"):
+        open_engine(tiny_bundle, backend="openvino")
+
+
+def test_bad_backend_variant_threads(tiny_bundle):
+    with pytest.raises(EdgeSerError, match="unknown backend"):
+        open_engine(tiny_bundle, backend="tensorrt")
+    with pytest.raises(BundleError, match="no variant 'int8'"):
+        open_engine(tiny_bundle, "int8")
+    with pytest.raises(EdgeSerError, match="threads"):
+        open_engine(tiny_bundle, threads=0)
+    open_engine(tiny_bundle, threads=1)
+
+
+def test_tampered_model_refused(tiny_bundle, tmp_path):
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "b")
+    with open(bundle / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="model.onnx.*SHA-256"):
+        Recognizer(bundle)
+
+
+def test_wrong_schema_refused(tiny_bundle, tmp_path):
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "b")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["schema_version"] = 99
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="schema_version 99"):
+        open_engine(bundle)
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+def test_window_spans():
+    assert window_spans(10, 20, 5) == [(0, 10)]
+    assert window_spans(20, 20, 5) == [(0, 20)]
+    assert window_spans(47, 20, 10) == [(0, 20), (10, 30), (20, 40), (27, 47)]
+    assert window_spans(40, 20, 10) == [(0, 20), (10, 30), (20, 40)]
+
+
+def test_predict_labels_short_and_long_clips(recognizer):
+    assert recognizer.predict(tone(1.0, 0.8)).label == "anger"
+    assert recognizer.predict(tone(1.0, 0.05)).label == "neutral"
+    assert recognizer.predict(tone(1.0, 0.005)).label == "sadness"
+    short = recognizer.predict(tone(0.1, 0.8))          # below min_input_s: tiled, same level
+    assert short.label == "anger"
+    # a long clip: windows averaged, so a loud half and a quiet half land in between
+    mixed = recognizer.predict(np.concatenate([tone(5.0, 0.8), tone(5.0, 0.005)]))
+    loud = recognizer.predict(tone(10.0, 0.8))
+    assert mixed.probs["anger"] < loud.probs["anger"]
+    assert abs(sum(mixed.probs.values()) - 1.0) < 1e-5
+    # other sample rates and integer PCM are converted
+    assert recognizer.predict((tone(1.0, 0.8)[::2] * 32767).astype(np.int16), sample_rate=8000).label == "anger"
+
+
+def test_predict_rejects_nan_and_empty(recognizer):
+    x = tone(1.0, 0.5)
+    x[100] = np.nan
+    with pytest.raises(AudioError, match="NaN"):
+        recognizer.predict(x)
+    with pytest.raises(AudioError):
+        recognizer.predict(np.zeros(0, np.float32))
+
+
+def test_window_and_hop_checked(tiny_bundle):
+    with pytest.raises(EdgeSerError, match="--window"):
+        Recognizer(tiny_bundle, window_s=0.1)
+    with pytest.raises(EdgeSerError, match="--hop"):
+        Recognizer(tiny_bundle, window_s=1.0, hop_s=2.0)
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+def test_streaming_equals_whole_file(recognizer, scene):
+    whole = strip(recognizer.process(scene[0]))
+    assert len(whole) == 3
+    for sizes in ([333], [777], [16001], [32000], [5, 4097, 12345, 1]):
+        assert strip(feed_in_chunks(recognizer, scene[0], sizes)) == whole, sizes
+
+
+def test_streaming_with_other_window_and_live_view(tiny_bundle, scene):
+    rec = Recognizer(tiny_bundle, window_s=0.75, hop_s=0.3)  # neither divides the chunk nor the frame
+    whole = strip(rec.process(scene[0]))
+    assert strip(feed_in_chunks(rec, scene[0], [1111], partial=True, smooth=0.5)) == whole
+    stream = rec.stream(partial=True, smooth=0.5)
+    stream.feed(scene[0][:int(2.5 * SR)])          # inside the loud tone: a partial result exists
+    assert stream.in_speech and max(stream.current, key=stream.current.get) == "anger"
+
+
+def test_segment_labels_follow_loudness(recognizer, scene):
+    events = recognizer.process(scene[0])
+    assert [e.label for e in events] == ["anger", "sadness", "neutral"]
+
+
+def test_silence_gives_no_events(recognizer):
+    for x in (np.zeros(5 * SR, np.float32), hiss(5.0, 1e-4), hiss(5.0, 1e-3)):
+        assert recognizer.process(x) == []
+        assert feed_in_chunks(recognizer, x, [1234]) == []
+
+
+def test_nan_inf_chunk_rejected_and_stream_goes_on(recognizer, scene):
+    stream = recognizer.stream()
+    events = stream.feed(scene[0][:SR])
+    for bad in (np.nan, np.inf, -np.inf):
+        chunk = tone(0.1, 0.5)
+        chunk[7] = bad
+        with pytest.raises(AudioError, match="NaN/Inf"):
+            stream.feed(chunk)
+    events += stream.feed(scene[0][SR:]) + stream.flush()
+    assert strip(events) == strip(recognizer.process(scene[0]))
+
+
+def test_long_speech_split_at_max(tiny_bundle):
+    rec = Recognizer(tiny_bundle, vad_options=VadOptions(max_speech_s=3.0))
+    x = np.concatenate([hiss(0.5, 1e-4), tone(7.0, 0.8), hiss(1.0, 1e-4)])
+    events = rec.process(x)
+    assert len(events) == 3
+    assert all(e.end - e.start <= 3.0 + 0.2 + 1e-6 for e in events)
+    assert [e.end for e in events[:-1]] == [e.start for e in events[1:]]  # contiguous, no overlap
+    assert strip(feed_in_chunks(rec, x, [999])) == strip(events)
+
+
+# --- VAD ---------------------------------------------------------------------------------------
+
+def test_energy_vad_boundaries_match_bursts(scene):
+    x, regions = scene
+    vad = make_vad("energy")
+    segments = vad.feed(x) + vad.flush()
+    assert len(segments) == len(regions)
+    pad = VadOptions().pad_s
+    for seg, (start, end) in zip(segments, regions):
+        assert abs(seg.start / SR - (start - pad)) <= 0.1
+        assert abs(seg.end / SR - (end + pad)) <= 0.1
+
+
+def test_vad_min_speech_and_min_silence():
+    options = VadOptions(min_speech_s=0.25, min_silence_s=0.5)
+    click = np.concatenate([hiss(1.0, 1e-4), tone(0.1, 0.5), hiss(1.0, 1e-4)])  # too short: dropped
+    vad = make_vad("energy", options)
+    assert vad.feed(click) + vad.flush() == []
+    gap = np.concatenate([hiss(1.0, 1e-4), tone(1.0, 0.5), hiss(0.3, 1e-4), tone(1.0, 0.5), hiss(1.0, 1e-4)])
+    vad = make_vad("energy", options)
+    assert len(vad.feed(gap) + vad.flush()) == 1       # a 0.3 s pause does not split
+
+
+def test_webrtc_vad_streams_like_whole(tiny_bundle, scene):
+    pytest.importorskip("webrtcvad")
+    rec = Recognizer(tiny_bundle, vad="webrtc")
+    x = np.concatenate([hiss(1.0, 1e-4), hiss(2.0, 0.3, seed=5), hiss(1.0, 1e-4)])
+    assert strip(feed_in_chunks(rec, x, [1001])) == strip(rec.process(x))
+    assert rec.process(np.zeros(3 * SR, np.float32)) == []
+
+
+def test_unknown_and_silero_vad(tiny_bundle):
+    with pytest.raises(EdgeSerError, match="silero"):
+        Recognizer(tiny_bundle, vad="silero")
+    with pytest.raises(EdgeSerError, match="unknown VAD"):
+        Recognizer(tiny_bundle, vad="loudness")
+
+
+@pytest.mark.data
+def test_energy_vad_on_concatenated_emodb_clips():
+    if not EMODB.is_dir():
+        pytest.skip("../shared/data/emodb is absent")
+    from edge_ser.audio import load_audio
+
+    clips = [load_audio(p) for p in sorted(EMODB.glob("*.wav"))[:8]]
+    gaps = [1.0, 1.5, 0.8, 2.0, 1.2, 0.9, 1.7, 1.1]
+    audio, regions, t = [], [], 0.0
+    for clip, gap in zip(clips, gaps):
+        audio += [hiss(gap, 3e-4, seed=len(audio)), clip]
+        regions.append((t + gap, t + gap + len(clip) / SR))
+        t += gap + len(clip) / SR
+    audio.append(hiss(1.0, 3e-4))
+    x = np.concatenate(audio)
+    vad = make_vad("energy")
+    segments = vad.feed(x) + vad.flush()
+    assert len(segments) == len(regions)
+    pad = VadOptions().pad_s
+    for seg, (start, end) in zip(segments, regions):
+        s, e = seg.start / SR, seg.end / SR
+        assert start - pad - 0.05 <= s and e <= end + pad + 0.05      # inside the clip (plus padding)
+        clip = x[round(start * SR):round(end * SR)]
+        covered = x[max(seg.start, round(start * SR)):min(seg.end, round(end * SR))]
+        assert np.sum(covered.astype(np.float64) ** 2) >= 0.98 * np.sum(clip.astype(np.float64) ** 2)
+
+
+# --- run_cli: JSON lines, microphone, stdin ----------------------------------------------------
+
+def fake_mic(x, block=1600, bad_at=None):
+    """A microphone stand-in: [block, 1] float32 blocks like sounddevice gives, optionally one NaN block."""
+    for i in range(0, len(x), block):
+        chunk = x[i:i + block, None].copy()
+        if bad_at is not None and i // block == bad_at:
+            yield np.full_like(chunk, np.nan)
+        yield chunk
+
+
+def test_json_lines_from_file(tiny_bundle, scene, tmp_path, capsys):
+    wav = tmp_path / "scene.wav"
+    sf.write(wav, scene[0], SR, subtype="FLOAT")
+    summary = run_cli(tiny_bundle, input=str(wav))
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == summary.segments == 3
+    for line in lines:
+        assert set(line) >= {"start", "end", "label", "probs", "latency_ms"}
+        assert set(line["probs"]) == {"anger", "neutral", "sadness"} and line["label"] in line["probs"]
+    expected = Recognizer(tiny_bundle).process(scene[0])
+    assert [(d["start"], d["end"], d["label"]) for d in lines] == [
+        (round(e.start, 3), round(e.end, 3), e.label) for e in expected]
+    assert "3 segments" in err and "real-time factor" in err
+
+
+def test_fake_microphone_drives_feed(recognizer, scene):
+    events = []
+    summary = run_chunks(recognizer.stream(partial=True), fake_mic(scene[0]), events.append)
+    assert strip(events) == strip(recognizer.process(scene[0]))
+    assert summary.segments == 3 and summary.audio_s == pytest.approx(len(scene[0]) / SR)
+
+
+def test_run_cli_mic_path_with_injected_source(tiny_bundle, scene, tmp_path, capsys):
+    out = tmp_path / "events.jsonl"
+    summary = run_cli(tiny_bundle, mic=True, source=fake_mic(scene[0], bad_at=20), output=out, smooth=0.3,
+                      live=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [d["label"] for d in lines] == ["anger", "sadness", "neutral"]
+    assert summary.counters.skipped == 1
+    assert "1 chunks skipped" in capsys.readouterr().err
+
+
+def test_mic_queue_drops_and_counts(monkeypatch):
+    """A fake sounddevice whose callback outruns the consumer: the queue drops and counts."""
+    class Status:
+        def __init__(self, overflow):
+            self.input_overflow = overflow
+
+    class InputStream:
+        active = True
+
+        def __init__(self, samplerate, channels, dtype, device, blocksize, callback):
+            self.callback, self.blocksize = callback, blocksize
+
+        def __enter__(self):
+            for i in range(20):
+                self.callback(np.full((self.blocksize, 1), i, np.float32), self.blocksize, None, Status(i == 3))
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake = types.SimpleNamespace(InputStream=InputStream, PortAudioError=type("PortAudioError", (Exception,), {}))
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    counters = Counters()
+    chunks = mic_chunks(None, SR, counters, queue_size=5)
+    got = list(itertools.islice(chunks, 5))
+    chunks.close()
+    assert [c[0] for c in got] == [0, 1, 2, 3, 4]
+    assert counters.dropped == 15 and counters.overflow == 1
+
+
+def test_mic_device_error_mentions_list_devices(monkeypatch):
+    class PortAudioError(Exception):
+        pass
+
+    def InputStream(**kwargs):
+        raise PortAudioError("Invalid device")
+
+    def query_devices(device, kind):
+        raise ValueError(f"No input device matching {device!r}")
+
+    fake = types.SimpleNamespace(InputStream=InputStream, PortAudioError=PortAudioError,
+                                 query_devices=query_devices)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    with pytest.raises(EdgeSerError, match="--list-devices"):
+        next(mic_chunks(7, SR, Counters()))
+
+
+def test_mic_without_sounddevice(tiny_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)
+    with pytest.raises(EdgeSerError, match=r"edge-ser\[mic\]"):
+        run_cli(tiny_bundle, mic=True)
+
+
+def test_run_cli_stdin_pcm16(tiny_bundle, scene, monkeypatch, capsys):
+    pcm = (np.clip(scene[0], -1, 1) * 32767).astype("<i2").tobytes()
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(pcm)))
+    summary = run_cli(tiny_bundle, input="-")
+    lines = capsys.readouterr().out.splitlines()
+    assert summary.segments == len(lines) == 3
+    assert [json.loads(line)["label"] for line in lines] == ["anger", "sadness", "neutral"]
+
+
+def test_run_cli_argument_errors(tiny_bundle, tmp_path):
+    with pytest.raises(EdgeSerError, match="exactly one"):
+        run_cli(tiny_bundle)
+    with pytest.raises(EdgeSerError, match="exactly one"):
+        run_cli(tiny_bundle, input="x.wav", mic=True)
+    with pytest.raises(EdgeSerError, match="no such audio file"):
+        run_cli(tiny_bundle, input=str(tmp_path / "missing.wav"))
