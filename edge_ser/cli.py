@@ -37,7 +37,7 @@ def export(
     unlabeled: Optional[Path] = typer.Option(None, help="Extra unlabeled audio for distillation (a folder)."),
     test_speakers: Optional[str] = typer.Option(None, help="Comma-separated held-out speakers, never seen by "
                                                 "distillation, calibration or the head [default: 2 speakers]."),
-    student_depth: int = typer.Option(2, help="Student transformer layers."),
+    student_depth: int = typer.Option(1, help="Student transformer layers."),
     student_width: Optional[int] = typer.Option(None, help="Student width [default: the teacher's]."),
     student_init: str = typer.Option("teacher", help="Student initialisation: teacher | random."),
     distill_epochs: int = typer.Option(6, help="Distillation passes over the training audio."),

@@ -3,6 +3,10 @@
 The student trunk (fewer / narrower layers, see ``teachers.make_student``) carries one linear prediction
 head per teacher hidden state, so its output has the teacher's shape ``[L, B, T, D]``: the teacher's head
 works on it unchanged, and a head refitted on the student sees the same kind of features.
+
+Given the teacher's emotion head, distillation is also task-aware: the student's predicted layers, pooled
+and passed through that frozen head, must reproduce the teacher's emotion distribution (KL divergence at a
+temperature) on the same unlabeled audio. No labels are used.
 """
 from __future__ import annotations
 
@@ -14,17 +18,20 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
+from .features import pool_layers
 from .teachers import Teacher, make_student
 
 
 @dataclass
 class DistillConfig:
-    depth: int = 2                 # student transformer layers
+    depth: int = 1                 # student transformer layers
     width: int | None = None       # student width (None: the teacher's)
     init: str = "teacher"          # "teacher" (copy front end and layers) | "random"
     epochs: int = 6                # passes over the unlabeled clips
     lr: float = 3e-4
     max_clip_s: float = 6.0        # longer clips are cut into pieces of at most this length
+    kd_weight: float = 1.0         # weight of the KL term on the teacher head's distribution
+    temperature: float = 2.0
     seed: int = 0
 
 
@@ -58,8 +65,10 @@ def pieces(waves: list[np.ndarray], max_s: float, sr: int = 16000) -> list[np.nd
     return out
 
 
-def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig) -> tuple[Student, list[float]]:
-    """Train a student on unlabeled 16 kHz clips to reproduce every hidden state of ``teacher``.
+def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig,
+            head: torch.nn.Module | None = None) -> tuple[Student, list[float]]:
+    """Train a student on unlabeled 16 kHz clips to reproduce every hidden state of ``teacher``
+    (and, with the teacher's ``head``, its emotion distribution).
 
     Returns the student (eval mode) and the mean loss of each epoch.
     """
@@ -70,10 +79,15 @@ def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig) -> tu
     student = Student(make_student(teacher, cfg.depth, cfg.width, cfg.init), teacher.n_layers, teacher.dim)
     with Progress(transient=True) as bar, torch.inference_mode():
         task = bar.add_task("teacher targets", total=len(clips))
-        targets = []
+        targets, soft = [], []
         for c in clips:
-            targets.append(teacher(c).to(torch.float16))
+            hidden = teacher(c)
+            targets.append(hidden.to(torch.float16))
+            if head is not None:
+                soft.append(torch.log_softmax(head(pool_layers(hidden)) / cfg.temperature, -1))
             bar.advance(task)
+    if head is not None:
+        head = head.eval().requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * len(clips)
@@ -87,7 +101,12 @@ def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig) -> tu
             rng.shuffle(order)
             total = 0.0
             for k, i in enumerate(order, 1):
-                loss = distill_loss(student(clips[i]), targets[i].float())
+                pred = student(clips[i])
+                loss = distill_loss(pred, targets[i].float())
+                if head is not None:
+                    log_p = torch.log_softmax(head(pool_layers(pred)) / cfg.temperature, -1)
+                    loss = loss + cfg.kd_weight * cfg.temperature ** 2 * F.kl_div(
+                        log_p, soft[i], log_target=True, reduction="batchmean")
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 5.0)

@@ -19,7 +19,7 @@ from edge_ser.metrics import scores
 
 from . import graph
 from .distill import DistillConfig, distill
-from .features import embed
+from .features import embed, pool_layers
 from .heads import fit_head
 from .teachers import load_teacher
 
@@ -35,7 +35,7 @@ class ExportConfig:
     unlabeled: Path | None = None
     test_speakers: list[str] | None = None
     n_test_speakers: int = 3
-    student_depth: int = 2
+    student_depth: int = 1
     student_width: int | None = None
     student_init: str = "teacher"
     distill_epochs: int = 6
@@ -56,7 +56,6 @@ class EmotionModel(torch.nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        from .features import pool_layers
         return torch.softmax(self.head(pool_layers(self.encoder(audio))), dim=-1)
 
 
@@ -117,13 +116,16 @@ def run_export(cfg: ExportConfig) -> dict:
                   f"held-out speakers {', '.join(fold.test_speakers)} ({len(test_w)} clips)")
 
     teacher = load_teacher(cfg.teacher).eval()
-    teacher_head = fit_head(cfg.head, embed(teacher, train_w, "teacher features"), y_train, len(labels), seed=cfg.seed)
+    groups = [corpus.items[i].speaker for i in fold.train]
+    teacher_head = fit_head(cfg.head, embed(teacher, train_w, "teacher features"), y_train, len(labels),
+                            seed=cfg.seed, groups=groups)
     teacher_model = EmotionModel(teacher, teacher_head).eval()
 
     dcfg = DistillConfig(depth=cfg.student_depth, width=cfg.student_width, init=cfg.student_init,
                          epochs=cfg.distill_epochs, seed=cfg.seed)
-    student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled), dcfg)
-    student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels), seed=cfg.seed)
+    student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled), dcfg, head=teacher_head)
+    student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels),
+                            seed=cfg.seed, groups=groups)
     student_model = EmotionModel(student, student_head).eval()
 
     rng = np.random.default_rng(cfg.seed)

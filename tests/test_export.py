@@ -35,7 +35,7 @@ def tiny_corpus(root):
 
 def tiny_whisper(root):
     cfg = transformers.WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1,
-                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                     decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
                                      num_mel_bins=80, max_source_positions=1500, vocab_size=100,
                                      pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
     transformers.WhisperModel(cfg).save_pretrained(root)
