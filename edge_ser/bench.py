@@ -62,7 +62,7 @@ class BenchConfig:
     reps: int | None = None
     min_reps: int = 20
     max_reps: int = 200
-    budget_s: float = 90.0        # timed seconds per thread count when reps is None
+    budget_s: float = 60.0        # timed seconds per thread count when reps is None
     probe_timeout_s: float = 300.0
     seed: int = 0
 
@@ -97,6 +97,7 @@ def run_bench(bundle, data: Path | None = None, threads: list[int] | None = None
     -------
     The rows, one per (variant, backend, threads), with the keys in ``COLUMNS``.
     """
+    start = time.perf_counter()
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     cfg = BenchConfig(reps=reps, warmup=1 if quick else 5, settle=0 if quick else 1, min_reps=3 if quick else 20)
     if quick and reps is None:
@@ -112,20 +113,30 @@ def run_bench(bundle, data: Path | None = None, threads: list[int] | None = None
         notes.append(ref_note)
         console.print(f"[yellow]{ref_note}[/]")
     window = _window(bundle, cfg)
+    seconds = {"setup": time.perf_counter() - start}
 
     timing, reps_used = {}, {}
     with _progress(console, progress) as bar:
         for t in threads:
+            lap = time.perf_counter()
             timing_t, reps_used[t] = _time_interleaved(bundle, targets, reference, t, window, cfg, bar)
             timing.update(timing_t)
+            seconds[f"latency, {t} thread(s)"] = time.perf_counter() - lap
+        lap = time.perf_counter()
         probes = _probe_all(bundle, targets, reference is not None, threads, cfg, bar, notes)
+        seconds["fresh processes"] = time.perf_counter() - lap
+    lap = time.perf_counter()
     macs, macs_note = _macs(bundle)
     notes.append(macs_note)
     accuracy = _accuracy(bundle, data, targets, max(threads), progress, notes)
+    seconds["MACs and accuracy"] = time.perf_counter() - lap
 
-    rows = _rows(bundle, targets, reference, threads, timing, probes, macs, accuracy, cfg)
+    teacher_acc = {} if data is not None else bundle.manifest.get("evaluation", {}).get("torch_teacher", {})
+    rows = _rows(targets, reference, threads, timing, probes, macs, accuracy, teacher_acc, cfg)
     projection = _projection(bundle, targets, macs, cfg.window_s)
     notes += _standing_notes(bundle, data, reference is not None, cfg, reps_used)
+    seconds["total"] = time.perf_counter() - start
+    notes.append("bench took " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".")
     _write(bundle, rows, projection, notes, cfg, reps_used, Path(out), console)
     Console(stderr=True, width=max(console.width, 150)).print(_rich_table(bundle, rows))
     return rows
@@ -177,7 +188,9 @@ def _window(bundle: Bundle, cfg: BenchConfig) -> np.ndarray:
 class Reference:
     """The fp32 torch teacher: ``run(audio[1, N]) -> probs`` at the current torch thread count."""
 
-    model: object
+    teacher: object            # export.teachers.Teacher
+    head: object               # export.heads head module
+    pool: object               # export.features.pool_layers
     size_mb: float
     spec: str
 
@@ -187,8 +200,8 @@ class Reference:
 
     def run(self, audio: np.ndarray) -> np.ndarray:
         import torch
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(audio)).numpy()
+        with torch.inference_mode():   # what export.pipeline.EmotionModel computes
+            return torch.softmax(self.head(self.pool(self.teacher(torch.from_numpy(audio)))), dim=-1).numpy()
 
 
 def teacher_spec(bundle: Bundle) -> str | None:
@@ -204,8 +217,8 @@ def load_reference(bundle: Bundle) -> Reference:
     """
     import torch
 
+    from export.features import pool_layers
     from export.heads import fit_head
-    from export.pipeline import EmotionModel
     from export.teachers import load_teacher
 
     spec = teacher_spec(bundle)
@@ -216,10 +229,10 @@ def load_reference(bundle: Bundle) -> Reference:
     gen = torch.Generator().manual_seed(0)
     features = torch.randn(2 * n_classes, teacher.n_layers, 2 * teacher.dim, generator=gen)
     head = fit_head(bundle.manifest.get("head", "mlp"), features, np.arange(2 * n_classes) % n_classes,
-                    n_classes, seed=0)
-    model = EmotionModel(teacher, head).eval()
-    size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-    return Reference(model, size, spec)
+                    n_classes, seed=0, steps=1, l2=1.0)   # the shape is what matters: fit as little as possible
+    params = [*teacher.parameters(), *head.parameters()]
+    size = sum(p.numel() * p.element_size() for p in params) / 1e6
+    return Reference(teacher, head, pool_layers, size, spec)
 
 
 def _reference_or_note(bundle: Bundle) -> tuple[Reference | None, str | None]:
@@ -275,7 +288,7 @@ def _time_interleaved(bundle, targets, reference, threads, window, cfg, bar):
 # ----------------------------------------------------------------------------- fresh-process memory / load
 
 _PROBE = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 a = json.loads(sys.argv[1])
 x = np.zeros((1, a["samples"]), np.float32)
@@ -302,6 +315,7 @@ try:  # VmHWM belongs to this program's address space; ru_maxrss on Linux keeps 
     hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     rss_mb = int(hwm.split()[1]) / 1e3
 except (OSError, StopIteration):
+    import resource
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1e6 if sys.platform == "darwin" else 1e3)
 print(json.dumps({"peak_rss_mb": rss_mb, "load_ms": load_ms}))
 """
@@ -412,11 +426,10 @@ def _round(x, digits):
     return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else round(float(x), digits)
 
 
-def _rows(bundle, targets, reference, threads, timing, probes, macs, accuracy, cfg) -> list[dict]:
+def _rows(targets, reference, threads, timing, probes, macs, accuracy, teacher_acc, cfg) -> list[dict]:
     entries = [(t.variant, t.backend, t.precision, t.model, t.size_mb) for t in targets]
     if reference is not None:
         entries.insert(0, (REFERENCE_VARIANT, REFERENCE_BACKEND, "fp32", "teacher", reference.size_mb))
-    teacher_acc = bundle.manifest.get("evaluation", {}).get("torch_teacher", {})
     rows = []
     for t in threads:
         ref_key = (REFERENCE_VARIANT, REFERENCE_BACKEND, t)
@@ -455,10 +468,13 @@ def _projection(bundle, targets, macs, window_s) -> list[dict]:
 
 
 def _standing_notes(bundle, data, with_reference, cfg, reps_used) -> list[str]:
+    reps = ", ".join(f"{r} repetitions at {t} thread(s)" for t, r in reps_used.items())
     notes = [f"latency: one {cfg.window_s:g} s window [1, {int(cfg.window_s * bundle.sample_rate)}] per call, "
-             f"after {cfg.warmup} warm-up call(s), {cfg.settle} untimed settling call(s) on each switch of engine, {', '.join(f'{r} repetitions at {t} thread(s)' for t, r in reps_used.items())}; "
-             "all engines of a thread count timed round-robin in one loop; rtf = p50 / window length.",
-             "peak_rss_mb: ru_maxrss of a fresh Python process that loads the variant and runs one window "
+             f"after {cfg.warmup} warm-up call(s), {cfg.settle} untimed settling call(s) on each switch of "
+             f"engine, {reps}; all engines of a thread count timed round-robin in one loop; "
+             "rtf = p50 / window length.",
+             "peak_rss_mb: peak resident memory (VmHWM) of a fresh Python process that loads the variant and "
+             "runs one window "
              "(interpreter, numpy and the runtime library included); load_ms: that process's model load "
              "and compile (open_engine, or rebuilding the torch teacher).",
              "size_mb: the variant's model files; for the torch teacher, its fp32 parameters."]
@@ -555,38 +571,50 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def pareto_plot(rows: list[dict], path: Path, title: str = "") -> None:
-    """Latency p50 at the fewest threads benchmarked vs UA; point area ~ model size; front highlighted."""
+    """Latency p50 at the fewest threads benchmarked vs UA; point area ~ model size; front highlighted.
+
+    Points are numbered; the key beside the plot names them (variant, backend, size).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     t = min(r["threads"] for r in rows)
     pts = [r for r in rows if r["threads"] == t and r["ua"] is not None and r["latency_ms_p50"]]
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    colors = {REFERENCE_BACKEND: "tab:red", "onnxruntime": "tab:blue", "openvino": "tab:green"}
+    key = []
     if pts:
-        xy = [(r["latency_ms_p50"], r["ua"]) for r in pts]
-        sizes = np.array([r["size_mb"] or 0 for r in pts])
-        area = 30 + 600 * sizes / max(sizes.max(), 1e-9)
-        front = pareto_front(xy)
-        on_front = np.isin(np.arange(len(pts)), front)
-        colors = ["tab:red" if r["backend"] == REFERENCE_BACKEND else "tab:blue" if r["backend"] == "onnxruntime"
-                  else "tab:green" for r in pts]
-        ax.scatter(*zip(*xy), s=area, c=colors, alpha=0.5, edgecolors=np.where(on_front, "black", "none"),
-                   linewidths=1.5)
-        fx, fy = zip(*[xy[i] for i in front])
-        ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", label="Pareto front")
-        for (x, y), r in zip(xy, pts):
-            ax.annotate(f"{r['variant']} ({r['backend']}, {r['size_mb']:.1f} MB)", (x, y), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
-        ax.set_xscale("log")
-        for label, color in (("torch", "tab:red"), ("onnxruntime", "tab:blue"), ("openvino", "tab:green")):
-            ax.scatter([], [], c=color, alpha=0.5, label=label)
+        xy = np.array([(r["latency_ms_p50"], r["ua"]) for r in pts])
+        sizes = np.array([r["size_mb"] or 0.0 for r in pts])
+        area = 40 + 700 * sizes / max(sizes.max(), 1e-9)
+        front = pareto_front([tuple(p) for p in xy])
+        for i, r in enumerate(pts):
+            on_front = i in front
+            ax.scatter(*xy[i], s=area[i], color=colors.get(r["backend"], "tab:gray"), alpha=0.45,
+                       edgecolors="black" if on_front else "none", linewidths=1.8, zorder=3)
+            ax.annotate(str(i + 1), xy[i], ha="center", va="center", fontsize=8, zorder=4,
+                        fontweight="bold" if on_front else "normal")
+            key.append(f"{i + 1:>2} {'*' if on_front else ' '} {r['variant']} ({r['backend']}, {r['size_mb']:.1f} MB)")
+        fx, fy = xy[front, 0], xy[front, 1]
+        ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2, label="Pareto front")
+        for backend, color in colors.items():
+            if any(r["backend"] == backend for r in pts):
+                ax.scatter([], [], color=color, alpha=0.45, label=backend)
         ax.legend(fontsize=8, loc="lower right")
-    ax.set_xlabel(f"latency per 2 s window, median ms ({t} thread{'s' if t > 1 else ''}, log scale)")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        pad = max(0.02, 0.1 * float(np.ptp(xy[:, 1])))
+        ax.set_ylim(xy[:, 1].min() - pad, xy[:, 1].max() + pad)
+    ax.set_xlabel(f"latency per window, median ms ({t} thread{'s' if t > 1 else ''}, log scale)")
     ax.set_ylabel("UA (held-out speakers)")
-    ax.set_title(f"{title}\npoint area ~ model size; black edge = Pareto front", fontsize=10)
+    ax.set_title(f"{title}\npoint area ~ model size; black edge and * = Pareto front", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
+    fig.text(0.70, 0.5, "\n".join(key), family="monospace", fontsize=7.5, va="center")
+    fig.subplots_adjust(left=0.07, right=0.68, top=0.88, bottom=0.1)
     fig.savefig(path)
     plt.close(fig)
 

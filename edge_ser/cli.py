@@ -113,12 +113,16 @@ def bench(
     threads: str = typer.Option("1,2", help="Comma-separated thread counts."),
     backend: Optional[list[str]] = typer.Option(None, help="Backends to time [default: onnxruntime and openvino]."),
     out: Path = typer.Option(Path("benchmarks/results"), help="Where to write the table, CSV, JSON and plot."),
+    reps: Optional[int] = typer.Option(None, help="Timed repetitions per variant [default: as many as fit "
+                                       "about a minute per thread count, 20-200]."),
+    quick: bool = typer.Option(False, help="A few repetitions only (smoke test)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
 ):
     """Latency / memory / size / accuracy of every variant side by side, with a Pareto plot."""
     from .bench import run_bench
 
-    rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")], backends=backend, out=out)
+    rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")], backends=backend, out=out,
+                     reps=reps, quick=quick)
     if as_json:
         print(json.dumps({"rows": rows}))
 

@@ -54,13 +54,18 @@ def open_engine(bundle: Bundle | str | os.PathLike, variant: str | None = None,
                           f"(pip install edge-ser[openvino])"
                           + (f" or choose an ONNX variant: {', '.join(onnx)}" if onnx else ""))
     path = bundle.model_path(v)
-    infer = _onnxruntime(path, threads) if backend == "onnxruntime" else _openvino(path, threads)
+    infer = load_graph(path, backend, threads)
     engine = Engine(bundle, v, backend, threads, infer)
     probe = engine.run(np.zeros((1, max(1, round(bundle.min_input_s * bundle.sample_rate))), np.float32))
     if probe.shape != (1, len(bundle.labels)):
         raise BundleError(f"{path} outputs shape {probe.shape} for one clip, but the manifest lists "
                           f"{len(bundle.labels)} labels; re-export the bundle")
     return engine
+
+
+def load_graph(path, backend: str = "onnxruntime", threads: int | None = None):
+    """A function ``audio[B, N] -> probs[B, C]`` running one graph file on ``backend``."""
+    return _onnxruntime(path, threads) if backend == "onnxruntime" else _openvino(path, threads)
 
 
 def _onnxruntime(path, threads: int | None):
@@ -71,6 +76,8 @@ def _onnxruntime(path, threads: int | None):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # no busy-waiting worker threads between calls: a Pi classifying every hop has better uses for the CPU
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
@@ -89,7 +96,8 @@ def _openvino(path, threads: int | None):
     except ImportError:
         raise EdgeSerError("the openvino backend needs OpenVINO: pip install edge-ser[openvino] "
                            "(or use --backend onnxruntime)") from None
-    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    # f32 hint: CPUs with bf16 units would otherwise run fp32 graphs in bf16 and lose parity with torch
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     try:

@@ -181,13 +181,13 @@ def parity(model: torch.nn.Module, path: str | Path, clips: Sequence[np.ndarray]
     ``backend`` defaults to OpenVINO for ``.xml`` and ONNX Runtime otherwise.  Returns
     ``{"max_abs_diff", "top1_agreement", "n"}``.
     """
-    from edge_ser.engine import _onnxruntime, _openvino
+    from edge_ser.engine import load_graph
 
     path = Path(path)
     backend = backend or ("openvino" if path.suffix == ".xml" else "onnxruntime")
     if backend not in ("onnxruntime", "openvino"):
         raise EdgeSerError(f"unknown backend {backend!r}; use 'onnxruntime' or 'openvino'")
-    run = (_onnxruntime if backend == "onnxruntime" else _openvino)(path, 1)
+    run = load_graph(path, backend, 1)
     model = model.eval()
     diff, agree = 0.0, 0
     for clip in clips:

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from export import graph  # noqa: E402
-from edge_ser.engine import _onnxruntime, _openvino  # noqa: E402
+from edge_ser.engine import load_graph  # noqa: E402
 
 N_CLASSES = 4
 
@@ -73,7 +73,7 @@ def exported(model, tmp_path_factory):
 @pytest.mark.parametrize("variant", ["fp32", "dynamic", "static", "ov-fp32", "ov-int8"])
 def test_every_variant_runs_on_two_lengths(exported, variant):
     path = exported[variant]
-    run = (_openvino if path.suffix == ".xml" else _onnxruntime)(path, 1)
+    run = load_graph(path, "openvino" if path.suffix == ".xml" else "onnxruntime", 1)
     for n in (3200, 9000):
         probs = run(np.random.default_rng(n).standard_normal((2, n)).astype(np.float32) * 0.1)
         assert probs.shape == (2, N_CLASSES)
