@@ -41,7 +41,7 @@ def export(
     student_width: Optional[int] = typer.Option(None, help="Student width [default: the teacher's]."),
     student_init: str = typer.Option("teacher", help="Student initialisation: teacher | random."),
     distill_epochs: int = typer.Option(6, help="Distillation passes over the training audio."),
-    head: str = typer.Option("mlp", help="Head: linear | mlp."),
+    head: str = typer.Option("linear", help="Head: linear (logistic regression on the best layer) | mlp."),
     seed: int = typer.Option(0, help="Random seed."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ):

@@ -31,6 +31,7 @@ class DistillConfig:
     lr: float = 3e-4
     max_clip_s: float = 6.0        # longer clips are cut into pieces of at most this length
     kd_weight: float = 1.0         # weight of the KL term on the teacher head's distribution
+    kd_warmup: int = 1             # epochs of layer prediction alone before the KL term joins
     temperature: float = 2.0
     seed: int = 0
 
@@ -42,11 +43,31 @@ class Student(torch.nn.Module):
         super().__init__()
         self.trunk = trunk
         self.predict = torch.nn.ModuleList(torch.nn.Linear(trunk.dim, target_dim) for _ in range(n_targets))
+        if trunk.dim == target_dim:   # start as the truncated teacher: every prediction = the last layer
+            for p in self.predict:
+                torch.nn.init.eye_(p.weight)
+                torch.nn.init.zeros_(p.bias)
         self.n_layers, self.dim = n_targets, target_dim
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         last = self.trunk(audio)[-1]
         return torch.stack([p(last) for p in self.predict])
+
+
+def keep_used_layers(student: Student, head: torch.nn.Module) -> None:
+    """Drop the prediction heads that ``head`` ignores (a linear head reads only its chosen layers).
+
+    Edits both in place: the student predicts only those layers and the head reads them in order.
+    A head that weighs every layer (no ``layers`` buffer) leaves both unchanged.
+    """
+    layers = getattr(head, "layers", None)
+    if layers is None or len(layers) == student.n_layers:
+        return
+    idx = layers.tolist()
+    student.predict = torch.nn.ModuleList(student.predict[i] for i in idx)
+    student.n_layers = len(idx)
+    head.norm.mean, head.norm.scale = head.norm.mean[layers], head.norm.scale[layers]
+    head.layers = torch.arange(len(idx))
 
 
 def distill_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -103,7 +124,7 @@ def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig,
             for k, i in enumerate(order, 1):
                 pred = student(clips[i])
                 loss = distill_loss(pred, targets[i].float())
-                if head is not None:
+                if head is not None and epoch >= cfg.kd_warmup:
                     log_p = torch.log_softmax(head(pool_layers(pred)) / cfg.temperature, -1)
                     loss = loss + cfg.kd_weight * cfg.temperature ** 2 * F.kl_div(
                         log_p, soft[i], log_target=True, reduction="batchmean")

@@ -18,7 +18,7 @@ from edge_ser.evaluate import evaluate_waves
 from edge_ser.metrics import scores
 
 from . import graph
-from .distill import DistillConfig, distill
+from .distill import DistillConfig, distill, keep_used_layers
 from .features import embed, pool_layers
 from .heads import fit_head
 from .teachers import load_teacher
@@ -39,7 +39,7 @@ class ExportConfig:
     student_width: int | None = None
     student_init: str = "teacher"
     distill_epochs: int = 6
-    head: str = "mlp"
+    head: str = "linear"
     window_s: float = 4.0
     hop_s: float = 2.0
     calibration_clips: int = 48
@@ -126,6 +126,7 @@ def run_export(cfg: ExportConfig) -> dict:
     student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled), dcfg, head=teacher_head)
     student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels),
                             seed=cfg.seed, groups=groups)
+    keep_used_layers(student, student_head)
     student_model = EmotionModel(student, student_head).eval()
 
     rng = np.random.default_rng(cfg.seed)

@@ -148,3 +148,27 @@ def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "eval", str(exported), "--data", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "joy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_keep_used_layers_preserves_predictions(tmp_path):
+    from export.distill import Student, keep_used_layers
+    from export.heads import fit_head
+    from export.pipeline import EmotionModel
+    from export.teachers import load_teacher, make_student
+
+    torch.manual_seed(0)
+    teacher = load_teacher(str(tiny_whisper(tmp_path)))
+    student = Student(make_student(teacher, 1), teacher.n_layers, teacher.dim).eval()
+    for p in student.predict:   # distinct predictions per layer
+        torch.nn.init.normal_(p.weight, std=0.3)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, teacher.n_layers, 2 * teacher.dim)).astype(np.float32)
+    y = np.arange(30) % 3
+    head = fit_head("linear", X, y, 3, layers=2, l2=1.0)
+    audio = torch.from_numpy(rng.standard_normal((2, 16000)).astype(np.float32) * 0.1)
+    with torch.inference_mode():
+        before = EmotionModel(student, head)(audio)
+        keep_used_layers(student, head)
+        after = EmotionModel(student, head)(audio)
+    assert len(student.predict) == 1 and student.n_layers == 1
+    assert torch.allclose(before, after, atol=1e-5)
