@@ -7,6 +7,8 @@ float (int8 raw audio or power spectra lose most of their dynamic range).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,20 @@ OPSET = 17
 _MATMUL_OPS = {"MatMul", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 _GEMM_OPS = {"Gemm", "QGemm"}
 _CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide the quantizers' advice and progress logs (ONNX Runtime logs to the root logger, NNCF to its own)."""
+    loggers = [logging.getLogger(), logging.getLogger("nncf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, example_len: int = 32000) -> Path:
@@ -86,8 +102,9 @@ def quantize_dynamic_onnx(src: str | Path, dst: str | Path, nodes_to_exclude: Se
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
-    quantize_dynamic(src, dst, op_types_to_quantize=list(op_types), weight_type=QuantType.QUInt8,
-                     per_channel=True, nodes_to_exclude=_exclusions(src, nodes_to_exclude))
+    with _quiet():
+        quantize_dynamic(src, dst, op_types_to_quantize=list(op_types), weight_type=QuantType.QUInt8,
+                         per_channel=True, nodes_to_exclude=_exclusions(src, nodes_to_exclude))
     onnx.checker.check_model(str(dst))
     return dst
 
@@ -122,10 +139,11 @@ def quantize_static_onnx(src: str | Path, dst: str | Path, calib: Sequence[np.nd
     src, dst = Path(src), Path(dst)
     if not calib:
         raise EdgeSerError("static quantization needs calibration clips; pass at least one")
-    quantize_static(src, dst, _ClipReader(calib), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types), per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-                    nodes_to_exclude=_exclusions(src, nodes_to_exclude))
+    with _quiet():
+        quantize_static(src, dst, _ClipReader(calib), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(op_types), per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                        nodes_to_exclude=_exclusions(src, nodes_to_exclude))
     onnx.checker.check_model(str(dst))
     return dst
 
@@ -166,11 +184,12 @@ def quantize_openvino(src: str | Path, xml_dst: str | Path, calib: Sequence[np.n
         names = _ov_names(model, _exclusions(src, nodes_to_exclude))
     else:
         names = list(nodes_to_exclude or ())
-    quantized = nncf.quantize(
-        model, nncf.Dataset(list(calib), _batch), subset_size=len(calib),
-        preset=nncf.QuantizationPreset.MIXED if transformer else nncf.QuantizationPreset.PERFORMANCE,
-        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-        ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None)
+    with _quiet():
+        quantized = nncf.quantize(
+            model, nncf.Dataset(list(calib), _batch), subset_size=len(calib),
+            preset=nncf.QuantizationPreset.MIXED if transformer else nncf.QuantizationPreset.PERFORMANCE,
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+            ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None)
     xml_dst.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(xml_dst), compress_to_fp16=False)
     return xml_dst
