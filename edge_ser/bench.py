@@ -228,8 +228,9 @@ def load_reference(bundle: Bundle) -> Reference:
     n_classes = len(bundle.labels)
     gen = torch.Generator().manual_seed(0)
     features = torch.randn(2 * n_classes, teacher.n_layers, 2 * teacher.dim, generator=gen)
-    head = fit_head(bundle.manifest.get("head", "mlp"), features, np.arange(2 * n_classes) % n_classes,
-                    n_classes, seed=0, steps=1, l2=1.0)   # the shape is what matters: fit as little as possible
+    kind = bundle.manifest.get("head", "linear")
+    quick = {"l2": 1.0, "layers": -1} if kind == "linear" else {"max_steps": 1}   # only the shape matters
+    head = fit_head(kind, features, np.arange(2 * n_classes) % n_classes, n_classes, seed=0, **quick)
     params = [*teacher.parameters(), *head.parameters()]
     size = sum(p.numel() * p.element_size() for p in params) / 1e6
     return Reference(teacher, head, pool_layers, size, spec)
