@@ -11,9 +11,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from edge_ser.audio import AUDIO_SUFFIXES, load_audio
 from edge_ser.bundle import atomic_directory, load_bundle, write_manifest
 from edge_ser.data import heldout_split, load_corpus, load_waveforms
-from edge_ser.errors import EdgeSerError
+from edge_ser.errors import AudioError, EdgeSerError
 from edge_ser.evaluate import evaluate_waves
 from edge_ser.metrics import scores
 
@@ -65,19 +66,22 @@ def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:
     return scores(y, pred, n_classes)
 
 
-def unlabeled_waves(folder: Path | None) -> list[np.ndarray]:
+def unlabeled_waves(folder: Path | None, held_out: set[Path]) -> list[np.ndarray]:
+    """Every readable clip under ``folder``, except files of the held-out speakers (never trained on)."""
     if folder is None:
         return []
-    from edge_ser.audio import load_audio
-    from edge_ser.errors import AudioError
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    kept = [f for f in files if f.resolve() not in held_out]
+    if len(kept) < len(files):
+        console.print(f"--unlabeled: left out {len(files) - len(kept)} files of the held-out speakers")
     waves = []
-    for f in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg")):
+    for f in kept:
         try:
             waves.append(load_audio(f))
         except AudioError as e:
             console.print(f"skipping unlabeled {f}: {e}")
     if not waves:
-        raise EdgeSerError(f"--unlabeled {folder} holds no readable .wav/.flac/.ogg audio")
+        raise EdgeSerError(f"--unlabeled {folder} holds no usable audio ({', '.join(AUDIO_SUFFIXES)})")
     return waves
 
 
@@ -123,7 +127,8 @@ def run_export(cfg: ExportConfig) -> dict:
 
     dcfg = DistillConfig(depth=cfg.student_depth, width=cfg.student_width, init=cfg.student_init,
                          epochs=cfg.distill_epochs, seed=cfg.seed)
-    student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled), dcfg, head=teacher_head)
+    held_out = {Path(corpus.items[i].path).resolve() for i in fold.test}
+    student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled, held_out), dcfg, head=teacher_head)
     student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels),
                             seed=cfg.seed, groups=groups)
     keep_used_layers(student, student_head)

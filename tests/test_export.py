@@ -172,3 +172,14 @@ def test_keep_used_layers_preserves_predictions(tmp_path):
         after = EmotionModel(student, head)(audio)
     assert len(student.predict) == 1 and student.n_layers == 1
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_unlabeled_audio_of_held_out_speakers_is_never_used(corpus):
+    from export.pipeline import unlabeled_waves
+
+    files = sorted(corpus.parent.glob("*.wav"))
+    held_out = {f.resolve() for f in files if f.name.startswith("s3_")}
+    waves = unlabeled_waves(corpus.parent, held_out)
+    assert len(held_out) == 12 and len(waves) == len(files) - 12
+    with pytest.raises(EdgeSerError, match="no usable audio"):
+        unlabeled_waves(corpus.parent, {f.resolve() for f in files})
