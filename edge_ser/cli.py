@@ -162,21 +162,10 @@ def info(bundle: Path = typer.Argument(..., help="Bundle directory.")):
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one message and exit 2, without a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except EdgeSerError as e:
         console.print("[bold red]error:[/]", escape(str(e)), highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":
