@@ -188,9 +188,7 @@ def _window(bundle: Bundle, cfg: BenchConfig) -> np.ndarray:
 class Reference:
     """The fp32 torch teacher: ``run(audio[1, N]) -> probs`` at the current torch thread count."""
 
-    teacher: object            # export.teachers.Teacher
-    head: object               # export.heads head module
-    pool: object               # export.features.pool_layers
+    model: object              # export.heads.EmotionModel(teacher, head)
     size_mb: float
     spec: str
 
@@ -200,8 +198,8 @@ class Reference:
 
     def run(self, audio: np.ndarray) -> np.ndarray:
         import torch
-        with torch.inference_mode():   # what export.pipeline.EmotionModel computes
-            return torch.softmax(self.head(self.pool(self.teacher(torch.from_numpy(audio)))), dim=-1).numpy()
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(audio)).numpy()
 
 
 def teacher_spec(bundle: Bundle) -> str | None:
@@ -217,8 +215,7 @@ def load_reference(bundle: Bundle) -> Reference:
     """
     import torch
 
-    from export.features import pool_layers
-    from export.heads import fit_head
+    from export.heads import EmotionModel, fit_head
     from export.teachers import load_teacher
 
     spec = teacher_spec(bundle)
@@ -231,9 +228,9 @@ def load_reference(bundle: Bundle) -> Reference:
     kind = bundle.manifest.get("head", "linear")
     quick = {"l2": 1.0, "layers": -1} if kind == "linear" else {"max_steps": 1}   # only the shape matters
     head = fit_head(kind, features, np.arange(2 * n_classes) % n_classes, n_classes, seed=0, **quick)
-    params = [*teacher.parameters(), *head.parameters()]
-    size = sum(p.numel() * p.element_size() for p in params) / 1e6
-    return Reference(teacher, head, pool_layers, size, spec)
+    model = EmotionModel(teacher, head).eval()
+    size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    return Reference(model, size, spec)
 
 
 def _reference_or_note(bundle: Bundle) -> tuple[Reference | None, str | None]:

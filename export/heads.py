@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from edge_ser.metrics import scores
 
+from .features import pool_layers
+
 KINDS = ("linear", "mlp")
 L2_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)   # strongest first: ties go to the simpler model
 MIN_STEPS = 100
@@ -270,3 +272,14 @@ def predict(head: nn.Module, X) -> np.ndarray:
     x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     with torch.inference_mode():
         return torch.softmax(head(x if x.ndim == 3 else x[:, None]), dim=-1).numpy()
+
+
+class EmotionModel(nn.Module):
+    """``audio[B, N] -> probs[B, C]``: encoder hidden states, pooled per layer, then the head (one graph)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return torch.softmax(self.head(pool_layers(self.encoder(audio))), dim=-1)

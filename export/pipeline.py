@@ -20,8 +20,8 @@ from edge_ser.metrics import scores
 
 from . import graph
 from .distill import DistillConfig, distill, keep_used_layers
-from .features import embed, pool_layers
-from .heads import fit_head
+from .features import embed
+from .heads import EmotionModel, fit_head
 from .teachers import load_teacher
 
 console = Console(stderr=True)
@@ -47,17 +47,6 @@ class ExportConfig:
     parity_clips: int = 24
     seed: int = 0
     overwrite: bool = False
-
-
-class EmotionModel(torch.nn.Module):
-    """audio[B, N] -> probs[B, C]: encoder hidden states, pooled per layer, then the head."""
-
-    def __init__(self, encoder: torch.nn.Module, head: torch.nn.Module):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(pool_layers(self.encoder(audio))), dim=-1)
 
 
 def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:

@@ -153,7 +153,7 @@ def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
 def test_keep_used_layers_preserves_predictions(tmp_path):
     from export.distill import Student, keep_used_layers
     from export.heads import fit_head
-    from export.pipeline import EmotionModel
+    from export.heads import EmotionModel
     from export.teachers import load_teacher, make_student
 
     torch.manual_seed(0)
