@@ -141,10 +141,11 @@ def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
     assert set(result["variants"]) == set(load_bundle(exported).variants)
     for m in result["variants"].values():
         assert set(m) == {"ua", "wa", "f1", "n"} and m["n"] == 36 and 0 <= m["ua"] <= 1
-    bad = tmp_path / "bad.csv"
-    bad.write_text(corpus.read_text().replace("neutral", "joy"))
-    (tmp_path / "bad.csv").write_text("\n".join(
-        ln if i == 0 else str(corpus.parent / ln) for i, ln in enumerate(bad.read_text().splitlines())) + "\n")
+    header, *rows = corpus.read_text().splitlines()
+    rows = [r.split(",") for r in rows]
+    bad = tmp_path / "bad.csv"    # same files, absolute paths; one label the bundle does not know
+    bad.write_text("\n".join([header] + [f"{corpus.parent / p},{'joy' if lab == 'neutral' else lab},{s}"
+                                        for p, lab, s in rows]) + "\n")
     r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "eval", str(exported), "--data", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "joy" in r.stderr and "Traceback" not in r.stderr
