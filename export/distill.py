@@ -6,7 +6,9 @@ works on it unchanged, and a head refitted on the student sees the same kind of 
 
 Given the teacher's emotion head, distillation is also task-aware: the student's predicted layers, pooled
 and passed through that frozen head, must reproduce the teacher's emotion distribution (KL divergence at a
-temperature) on the same unlabeled audio. No labels are used.
+temperature) on the same unlabeled audio, and where the head reads only some layers (a linear head reads
+the one inner cross-validation chose) only those are reproduced frame by frame: fitting the others pulled
+the student away from them (EmoDB, 2-layer student: UA 0.68 against 0.71 for 1 layer). No labels are used.
 """
 from __future__ import annotations
 
@@ -100,10 +102,11 @@ def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig,
     student = Student(make_student(teacher, cfg.depth, cfg.width, cfg.init), teacher.n_layers, teacher.dim)
     with Progress(transient=True) as bar, torch.inference_mode():
         task = bar.add_task("teacher targets", total=len(clips))
+        used = getattr(head, "layers", torch.arange(teacher.n_layers))   # the layers the head reads
         targets, soft = [], []
         for c in clips:
             hidden = teacher(c)
-            targets.append(hidden.to(torch.float16))
+            targets.append(hidden[used].to(torch.float16))
             if head is not None:
                 soft.append(torch.log_softmax(head(pool_layers(hidden)) / cfg.temperature, -1))
             bar.advance(task)
@@ -123,7 +126,7 @@ def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig,
             total = 0.0
             for k, i in enumerate(order, 1):
                 pred = student(clips[i])
-                loss = distill_loss(pred, targets[i].float())
+                loss = distill_loss(pred[used], targets[i].float())
                 if head is not None and epoch >= cfg.kd_warmup:
                     log_p = torch.log_softmax(head(pool_layers(pred)) / cfg.temperature, -1)
                     loss = loss + cfg.kd_weight * cfg.temperature ** 2 * F.kl_div(
