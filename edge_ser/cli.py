@@ -146,17 +146,23 @@ def info(bundle: Path = typer.Argument(..., help="Bundle directory.")):
     facts.add_row("default variant", m["default_variant"])
     out = Console()
     out.print(facts)
-    table = Table(title="variants")
+    out.print(variants_table(b, "variants"))
+
+
+def variants_table(bundle, title: str) -> Table:
+    """One row per variant: files, precision, size, accuracy and parity (``info`` and the export summary)."""
+    m = bundle.manifest
+    table = Table(title=title)
     for col in ("variant", "files", "format", "precision", "quantization", "MB", "UA", "WA", "F1",
                 "top-1 agree", "max |dp|"):
         table.add_column(col)
-    for name, v in b.variants.items():
+    for name, v in bundle.variants.items():
         mb = sum(m["files"][f]["bytes"] for f in v.files) / 1e6
         fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
         table.add_row(name, " ".join(v.files), v.format, v.precision, v.quantization or "-", f"{mb:.1f}",
                       fmt(v.metrics, "ua"), fmt(v.metrics, "wa"), fmt(v.metrics, "f1"),
                       fmt(v.parity, "top1_agreement"), fmt(v.parity, "max_abs_diff"))
-    out.print(table)
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:

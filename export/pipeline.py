@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from edge_ser.audio import AUDIO_SUFFIXES, load_audio
 from edge_ser.bundle import atomic_directory, load_bundle, write_manifest
@@ -175,14 +174,8 @@ def run_export(cfg: ExportConfig) -> dict:
 
 
 def summary(manifest: dict, out: Path) -> None:
-    table = Table(title=f"bundle {out}  ({manifest['evaluation']['protocol']})")
-    for col in ("variant", "format", "precision", "MB", "UA", "WA", "F1", "top-1 agree", "max |dp|"):
-        table.add_column(col)
-    for name, v in manifest["variants"].items():
-        mb = sum(manifest["files"][f]["bytes"] for f in v["files"]) / 1e6
-        m, p = v["metrics"], v["parity"]
-        table.add_row(name, v["format"], v["precision"], f"{mb:.1f}", f"{m['ua']:.3f}", f"{m['wa']:.3f}",
-                      f"{m['f1']:.3f}", f"{p['top1_agreement']:.3f}", f"{p['max_abs_diff']:.4f}")
-    Console().print(table)
+    from edge_ser.cli import variants_table
+
+    Console().print(variants_table(load_bundle(out), f"bundle {out}  ({manifest['evaluation']['protocol']})"))
     s = manifest["student"]
     Console().print(f"student: {s['summary']}; export took {manifest['export']['seconds']} s")
