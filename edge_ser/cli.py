@@ -36,11 +36,17 @@ def export(
                                 "or a local transformers / CTranslate2 directory."),
     unlabeled: Optional[Path] = typer.Option(None, help="Extra unlabeled audio for distillation (a folder)."),
     test_speakers: Optional[str] = typer.Option(None, help="Comma-separated held-out speakers, never seen by "
-                                                "distillation, calibration or the head [default: 2 speakers]."),
+                                                "distillation, calibration or the head [default: 3 speakers]."),
     student_depth: int = typer.Option(1, help="Student transformer layers."),
     student_width: Optional[int] = typer.Option(None, help="Student width [default: the teacher's]."),
     student_init: str = typer.Option("teacher", help="Student initialisation: teacher | random."),
-    distill_epochs: int = typer.Option(6, help="Distillation passes over the training audio."),
+    student_time_stride: int = typer.Option(1, help="Student frames per teacher frame: 2 runs every block on "
+                                            "half the frames."),
+    student_ffn: Optional[int] = typer.Option(None, help="Hidden units kept in each student feed-forward block "
+                                              "(pruned by output carried, output layer refitted) [default: all]."),
+    distill_epochs: int = typer.Option(3, help="Distillation passes over the training audio."),
+    val_speakers: int = typer.Option(2, help="Training speakers whose audio distillation skips; an epoch is kept "
+                                     "only if it raises their UA (0: keep the last epoch)."),
     head: str = typer.Option("linear", help="Head: linear (logistic regression on the best layer) | mlp."),
     seed: int = typer.Option(0, help="Random seed."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
@@ -51,7 +57,9 @@ def export(
     cfg = ExportConfig(data=data or default_data(), out=out, teacher=teacher, unlabeled=unlabeled,
                        test_speakers=test_speakers.split(",") if test_speakers else None,
                        student_depth=student_depth, student_width=student_width, student_init=student_init,
-                       distill_epochs=distill_epochs, head=head, seed=seed, overwrite=overwrite)
+                       student_time_stride=student_time_stride, student_ffn=student_ffn,
+                       distill_epochs=distill_epochs, val_speakers=val_speakers, head=head, seed=seed,
+                       overwrite=overwrite)
     run_export(cfg)
 
 

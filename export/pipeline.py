@@ -5,6 +5,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from rich.console import Console
 
 from edge_ser.audio import AUDIO_SUFFIXES, load_audio
 from edge_ser.bundle import atomic_directory, load_bundle, write_manifest
-from edge_ser.data import heldout_split, load_corpus, load_waveforms
+from edge_ser.data import Fold, heldout_split, load_corpus, load_waveforms
 from edge_ser.errors import AudioError, EdgeSerError
 from edge_ser.evaluate import evaluate_waves
 from edge_ser.metrics import scores
@@ -20,7 +21,7 @@ from edge_ser.metrics import scores
 from . import graph
 from .distill import DistillConfig, distill, keep_used_layers
 from .features import embed
-from .heads import EmotionModel, fit_head
+from .heads import EmotionModel, fit_head, predict
 from .teachers import load_teacher
 
 console = Console(stderr=True)
@@ -35,10 +36,13 @@ class ExportConfig:
     unlabeled: Path | None = None
     test_speakers: list[str] | None = None
     n_test_speakers: int = 3
+    val_speakers: int = 2          # training speakers whose audio distillation skips, to score its epochs
     student_depth: int = 1
     student_width: int | None = None
     student_init: str = "teacher"
-    distill_epochs: int = 6
+    student_time_stride: int = 1
+    student_ffn: int | None = None
+    distill_epochs: int = 3
     head: str = "linear"
     window_s: float = 4.0
     hop_s: float = 2.0
@@ -55,13 +59,13 @@ def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:
 
 
 def unlabeled_waves(folder: Path | None, held_out: set[Path]) -> list[np.ndarray]:
-    """Every readable clip under ``folder``, except files of the held-out speakers (never trained on)."""
+    """Every readable clip under ``folder``, except ``held_out`` files (held-out and validation speakers)."""
     if folder is None:
         return []
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     kept = [f for f in files if f.resolve() not in held_out]
     if len(kept) < len(files):
-        console.print(f"--unlabeled: left out {len(files) - len(kept)} files of the held-out speakers")
+        console.print(f"--unlabeled: left out {len(files) - len(kept)} files of held-out or validation speakers")
     waves = []
     for f in kept:
         try:
@@ -71,6 +75,26 @@ def unlabeled_waves(folder: Path | None, held_out: set[Path]) -> list[np.ndarray
     if not waves:
         raise EdgeSerError(f"--unlabeled {folder} holds no usable audio ({', '.join(AUDIO_SUFFIXES)})")
     return waves
+
+
+def head_validation(cfg: ExportConfig, waves: list[np.ndarray], y: np.ndarray, groups: list[str], inner: Fold,
+                    n_classes: int) -> Callable[[torch.nn.Module], float]:
+    """Score a student: UA on the ``inner.test`` clips of a ``cfg.head`` head fitted on its features of ``inner.train``."""
+    fit_w, val_w = [waves[i] for i in inner.train], [waves[i] for i in inner.test]
+
+    def validate(student: torch.nn.Module) -> float:
+        head = fit_head(cfg.head, embed(student, fit_w, progress=False), y[inner.train], n_classes,
+                        seed=cfg.seed, groups=[groups[i] for i in inner.train])
+        return scores(y[inner.test], predict(head, embed(student, val_w, progress=False)).argmax(1), n_classes)["ua"]
+    return validate
+
+
+def distilled_summary(history: list[dict]) -> str:
+    kept = next(h for h in history if h["kept"])
+    if kept["score"] is None:
+        return f"distilled {kept['epoch']} epochs (no validation speakers)"
+    scores_ = ", ".join(f"{h['score']:.3f}" for h in history)
+    return f"kept epoch {kept['epoch']} of {len(history) - 1} by validation UA (epochs 0..: {scores_})"
 
 
 def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict:
@@ -109,14 +133,25 @@ def run_export(cfg: ExportConfig) -> dict:
 
     teacher = load_teacher(cfg.teacher).eval()
     groups = [corpus.items[i].speaker for i in fold.train]
-    teacher_head = fit_head(cfg.head, embed(teacher, train_w, "teacher features"), y_train, len(labels),
-                            seed=cfg.seed, groups=groups)
+    teacher_x = embed(teacher, train_w, "teacher features")
+    teacher_head = fit_head(cfg.head, teacher_x, y_train, len(labels), seed=cfg.seed, groups=groups)
     teacher_model = EmotionModel(teacher, teacher_head).eval()
 
     dcfg = DistillConfig(depth=cfg.student_depth, width=cfg.student_width, init=cfg.student_init,
-                         epochs=cfg.distill_epochs, seed=cfg.seed)
-    held_out = {Path(corpus.items[i].path).resolve() for i in fold.test}
-    student, losses = distill(teacher, train_w + unlabeled_waves(cfg.unlabeled, held_out), dcfg, head=teacher_head)
+                         time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, epochs=cfg.distill_epochs,
+                         seed=cfg.seed)
+    # validation speakers: distillation skips their audio, and its epochs are kept only if they score better there
+    inner, validate = Fold(np.arange(len(train_w)), np.array([], dtype=int), []), None
+    if cfg.val_speakers and len(set(groups)) > cfg.val_speakers:
+        inner = heldout_split([corpus.items[i] for i in fold.train], cfg.val_speakers, seed=cfg.seed)
+        validate = head_validation(cfg, train_w, y_train, groups, inner, len(labels))
+        console.print(f"distillation validation speakers: {', '.join(inner.test_speakers)}")
+    # the head whose distribution the student learns must not know the validation speakers' labels either
+    kd_head = fit_head(cfg.head, teacher_x[inner.train], y_train[inner.train], len(labels), seed=cfg.seed,
+                       groups=[groups[i] for i in inner.train]) if validate else teacher_head
+    skip = {Path(corpus.items[i].path).resolve() for i in [*fold.test, *fold.train[inner.test]]}
+    student, history = distill(teacher, [train_w[i] for i in inner.train] + unlabeled_waves(cfg.unlabeled, skip),
+                               dcfg, head=kd_head, validate=validate)
     student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels),
                             seed=cfg.seed, groups=groups)
     keep_used_layers(student, student_head)
@@ -143,11 +178,15 @@ def run_export(cfg: ExportConfig) -> dict:
             "teacher": {**teacher.provenance, "name": teacher.name, "layers": teacher.n_layers,
                         "dim": teacher.dim, "macs_per_s": teacher_macs},
             "student": {"depth": cfg.student_depth, "width": cfg.student_width or teacher.dim,
-                        "init": cfg.student_init, "epochs": cfg.distill_epochs, "distill_loss": losses,
+                        "init": cfg.student_init, "time_stride": cfg.student_time_stride, "ffn": cfg.student_ffn,
+                        "epochs": cfg.distill_epochs, "distillation": history,
+                        "validation_speakers": list(inner.test_speakers),
                         "macs_per_s": student_macs, "mac_ratio": teacher_macs / student_macs,
-                        "summary": f"{cfg.student_depth} layers x {cfg.student_width or teacher.dim} "
-                                   f"({cfg.student_init} init), {teacher_macs / student_macs:.1f}x fewer MACs/s "
-                                   "than the teacher"},
+                        "summary": f"{cfg.student_depth} layers x {cfg.student_width or teacher.dim}"
+                                   f"{f', FFN {cfg.student_ffn}' if cfg.student_ffn else ''}"
+                                   f"{f', 1/{cfg.student_time_stride} of the frames' if cfg.student_time_stride > 1 else ''}"
+                                   f" ({cfg.student_init} init), {teacher_macs / student_macs:.1f}x fewer MACs/s "
+                                   f"than the teacher; {distilled_summary(history)}"},
             "head": cfg.head,
             "data": {"corpus": corpus.name, "path": str(cfg.data), "clips": len(corpus.items),
                      "skipped": dict(corpus.skipped), "train_speakers": sorted({corpus.items[i].speaker for i in fold.train}),

@@ -85,6 +85,7 @@ class WhisperDims:
     n_state: int = 384
     n_head: int = 6
     n_layer: int = 4
+    time_stride: int = 1  # a student's conv2 strides this much further: 50 / time_stride frames per second
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
@@ -136,8 +137,8 @@ class WhisperEncoder(nn.Module):
         self.dims = dims
         self.log_mel = LogMel(dims.n_mels)
         self.conv1 = nn.Conv1d(dims.n_mels, dims.n_state, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv1d(dims.n_state, dims.n_state, kernel_size=3, stride=2, padding=1)
-        self.register_buffer("positional_embedding", sinusoids(dims.n_ctx, dims.n_state))
+        self.conv2 = nn.Conv1d(dims.n_state, dims.n_state, kernel_size=3, stride=2 * dims.time_stride, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(dims.n_ctx, dims.n_state)[::dims.time_stride])
         self.blocks = nn.ModuleList(ResidualAttentionBlock(dims.n_state, dims.n_head) for _ in range(dims.n_layer))
         self.ln_post = nn.LayerNorm(dims.n_state)
 
@@ -278,10 +279,12 @@ class Teacher(nn.Module):
         self.encoder, self.name = encoder, name
         if isinstance(encoder, WhisperEncoder):
             self.kind, self.depth, self.dim = "whisper", encoder.dims.n_layer, encoder.dims.n_state
+            hop = HOP_LENGTH * 2 * encoder.dims.time_stride
         else:
             config = encoder.model.config
             self.kind, self.depth, self.dim = "wav2vec2", config.num_hidden_layers, config.hidden_size
-        self.n_layers = self.depth + 1
+            hop = math.prod(config.conv_stride)
+        self.n_layers, self.frame_hop = self.depth + 1, hop   # frame_hop: samples per output frame
         self.provenance = {"name": name, "kind": self.kind, "depth": self.depth, "dim": self.dim, **provenance}
 
     def forward(self, audio: Tensor) -> Tensor:
@@ -381,8 +384,20 @@ def _copy_matching(student: nn.Module, teacher: nn.Module) -> list[str]:
     return copied
 
 
-def make_student(teacher: Teacher, depth: int, width: int | None = None, init: str = "teacher") -> Teacher:
+def ffn_layers(encoder: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(parent, up-projection name, down-projection name) of every transformer block's feed-forward network."""
+    if isinstance(encoder, WhisperEncoder):
+        return [(block.mlp, "0", "2") for block in encoder.blocks]
+    return [(layer.feed_forward, "intermediate_dense", "output_dense") for layer in encoder.model.encoder.layers]
+
+
+def make_student(teacher: Teacher, depth: int, width: int | None = None, init: str = "teacher",
+                 time_stride: int = 1) -> Teacher:
     """A smaller encoder of the teacher's kind: ``depth`` transformer blocks of ``width`` (default: the teacher's).
+
+    ``time_stride`` > 1 makes the last convolution of the front end stride that much further, so every block
+    runs on 1/time_stride of the teacher's frames (the convolution keeps its weights; Whisper's positions are
+    the teacher's at the frames kept).
 
     ``init="teacher"`` copies every tensor whose shape matches: the front end / CNN feature encoder, and, when the
     width is the teacher's, the projections, positional embedding, the teacher's FIRST ``depth`` blocks and the
@@ -395,11 +410,14 @@ def make_student(teacher: Teacher, depth: int, width: int | None = None, init: s
         raise EdgeSerError(f"Unknown student init {init!r}; use 'teacher' or 'random'.")
     if not 1 <= depth <= teacher.depth:
         raise EdgeSerError(f"Student depth {depth} must be between 1 and the teacher's {teacher.depth} blocks.")
+    if time_stride < 1:
+        raise EdgeSerError(f"Student time stride must be 1 or more, not {time_stride}.")
     width = width or teacher.dim
     heads = max(1, width // 64) if width != teacher.dim else None
     if teacher.kind == "whisper":
         dims = teacher.encoder.dims
-        dims = replace(dims, n_layer=depth, n_state=width, n_head=heads or dims.n_head)
+        dims = replace(dims, n_layer=depth, n_state=width, n_head=heads or dims.n_head,
+                       time_stride=dims.time_stride * time_stride)
         if width % dims.n_head:
             raise EdgeSerError(f"Student width {width} must be a multiple of {dims.n_head} heads.")
         encoder = WhisperEncoder(dims)
@@ -408,6 +426,7 @@ def make_student(teacher: Teacher, depth: int, width: int | None = None, init: s
         import transformers
         config = copy.deepcopy(teacher.encoder.model.config)
         config.num_hidden_layers = depth
+        config.conv_stride = [*config.conv_stride[:-1], config.conv_stride[-1] * time_stride]
         if width != teacher.dim:
             config.hidden_size, config.num_attention_heads, config.intermediate_size = width, heads, 4 * width
         try:
@@ -416,8 +435,11 @@ def make_student(teacher: Teacher, depth: int, width: int | None = None, init: s
             raise EdgeSerError(f"Student width {width} does not fit a {config.model_type} model ({err}); "
                                "use a multiple of 64.") from err
         encoder = HFAudioEncoder(model, teacher.encoder.normalize)
-        spec = {"model_type": config.model_type, "hidden_size": width, "num_hidden_layers": depth}
+        spec = {"model_type": config.model_type, "hidden_size": width, "num_hidden_layers": depth,
+                "conv_stride": list(config.conv_stride)}
     copied = _copy_matching(encoder, teacher.encoder) if init == "teacher" else []
+    if init == "teacher" and teacher.kind == "whisper" and width == teacher.dim and time_stride > 1:
+        encoder.positional_embedding.copy_(teacher.encoder.positional_embedding[::time_stride])
     blocks = {int(m.group(1)) for k in copied if (m := re.search(r"(?:blocks|encoder\.layers)\.(\d+)\.", k))}
     student = Teacher(encoder, f"{teacher.name}-student-{depth}x{width}", {
         "source": "student", "student_of": teacher.name, "init": init, "config": spec, "copied_blocks": sorted(blocks)})

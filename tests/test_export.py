@@ -67,7 +67,9 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
     from export.pipeline import run_export
 
     out = tmp_path / "bundle"
-    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher")))
+    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher"),
+                                 student_time_stride=2, student_ffn=16))
+    assert (manifest["student"]["time_stride"], manifest["student"]["ffn"]) == (2, 16)
     bundle = load_bundle(out)     # checksums verified
     assert bundle.labels == LABELS
     names = set(bundle.variants)
@@ -184,3 +186,47 @@ def test_unlabeled_audio_of_held_out_speakers_is_never_used(corpus):
     assert len(held_out) == 12 and len(waves) == len(files) - 12
     with pytest.raises(EdgeSerError, match="no usable audio"):
         unlabeled_waves(corpus.parent, {f.resolve() for f in files})
+
+
+def _tiny_clips(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(16000 * rng.uniform(0.6, 1.2)))).astype(np.float32) for _ in range(n)]
+
+
+def test_distillation_keeps_the_best_validated_epoch(tmp_path):
+    from export.distill import DistillConfig, distill
+    from export.teachers import load_teacher
+
+    teacher = load_teacher(str(tiny_whisper(tmp_path)))
+    seen, planned = [], iter([0.5, 0.9, 0.2])   # epoch 1 is the best; epoch 2 must not overwrite it
+
+    def validate(student):
+        seen.append({k: v.clone() for k, v in student.state_dict().items()})
+        return next(planned)
+
+    student, history = distill(teacher, _tiny_clips(), DistillConfig(epochs=2, lr=1e-2), validate=validate)
+    assert [h["epoch"] for h in history] == [0, 1, 2] and [h["kept"] for h in history] == [False, True, False]
+    assert history[0]["loss"] is None and history[1]["loss"] > 0
+    final = student.state_dict()
+    assert all(torch.equal(final[k], seen[1][k]) for k in final)
+    assert any(not torch.equal(seen[1][k], seen[2][k]) for k in final)   # epoch 2 did train, and was dropped
+
+
+def test_predictions_start_as_least_squares_fit(tmp_path):
+    from export.distill import Student, fit_predictions
+    from export.teachers import load_teacher, make_student
+
+    torch.manual_seed(0)
+    teacher = load_teacher(str(tiny_whisper(tmp_path)))
+    clips = [torch.from_numpy(c)[None] for c in _tiny_clips()]
+    with torch.no_grad():
+        targets = [teacher(c) for c in clips]
+    used = torch.arange(teacher.n_layers)
+    student = Student(make_student(teacher, 1), teacher.n_layers, teacher.dim).eval()
+
+    def mse():
+        with torch.no_grad():
+            return sum(float(((student(c) - t) ** 2).mean()) for c, t in zip(clips, targets))
+    identity = mse()
+    fit_predictions(student, clips, targets, used)
+    assert mse() < 0.5 * identity

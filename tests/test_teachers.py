@@ -182,6 +182,54 @@ def test_wav2vec2_student_copies_cnn_and_first_layers(tmp_path):
         make_student(teacher, depth=3)
 
 
+def test_time_stride_halves_the_student_frames(tmp_path):
+    whisper = tiny_whisper_teacher()
+    wavlm = load_teacher(str(save_tiny("wavlm", tmp_path)))
+    audio = torch.from_numpy(speechlike(16000))[None]
+    for teacher in (whisper, wavlm):
+        student = make_student(teacher, depth=1, time_stride=2)
+        assert student.frame_hop == 2 * teacher.frame_hop
+        with torch.no_grad():
+            t, s = teacher(audio), student(audio)
+        assert s.shape[2] == -(-t.shape[2] // 2)
+    # Whisper keeps the teacher's convolutions and the positions of the frames kept
+    student = make_student(whisper, depth=1, time_stride=2)
+    torch.testing.assert_close(student.encoder.conv2.weight, whisper.encoder.conv2.weight)
+    torch.testing.assert_close(student.encoder.positional_embedding, whisper.encoder.positional_embedding[::2])
+    with pytest.raises(EdgeSerError, match="stride"):
+        make_student(whisper, depth=1, time_stride=0)
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
+    from export.distill import prune_ffn
+    from export.teachers import ffn_layers
+
+    teacher = tiny_whisper_teacher() if family == "whisper" else load_teacher(str(save_tiny("wav2vec2", tmp_path)))
+    clips = [torch.from_numpy(speechlike(12000, seed=i))[None] for i in range(6)]
+    full = make_student(teacher, depth=1)
+    pruned = make_student(teacher, depth=1)
+    prune_ffn(pruned, clips, keep=16)
+    (parent, up, down), = ffn_layers(pruned.encoder)
+    (full_parent, full_up, full_down), = ffn_layers(full.encoder)
+    assert getattr(parent, up).out_features == 16 and getattr(parent, down).in_features == 16
+    assert pruned.provenance["ffn"] == 16
+    # the same units, kept by plain slicing (output weights not refitted), reproduce the full block worse
+    old, new = getattr(full_parent, full_up).weight, getattr(parent, up).weight
+    kept = [int(torch.argmin((old - row).abs().sum(1))) for row in new]
+    sliced = make_student(teacher, depth=1)
+    (sp, sup, sdown), = ffn_layers(sliced.encoder)
+    with torch.no_grad():
+        mask = torch.zeros(getattr(sp, sdown).in_features)
+        mask[kept] = 1
+        getattr(sp, sdown).weight.mul_(mask)
+
+    def error(model):
+        with torch.no_grad():
+            return sum(float(((model(c)[-1] - full(c)[-1]) ** 2).mean()) for c in clips)
+    assert error(pruned) < error(sliced)
+
+
 # ---------------------------------------------------------------------------------------------------- ONNX
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
 def test_onnx_export_variable_length(tmp_path, family):
