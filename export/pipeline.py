@@ -182,7 +182,8 @@ def run_export(cfg: ExportConfig) -> dict:
                         "epochs": cfg.distill_epochs, "distillation": history,
                         "validation_speakers": list(inner.test_speakers),
                         "macs_per_s": student_macs, "mac_ratio": teacher_macs / student_macs,
-                        "summary": f"{cfg.student_depth} layers x {cfg.student_width or teacher.dim}"
+                        "summary": f"{cfg.student_depth} layer{'s' if cfg.student_depth > 1 else ''} x "
+                                   f"{cfg.student_width or teacher.dim}"
                                    f"{f', FFN {cfg.student_ffn}' if cfg.student_ffn else ''}"
                                    f"{f', 1/{cfg.student_time_stride} of the frames' if cfg.student_time_stride > 1 else ''}"
                                    f" ({cfg.student_init} init), {teacher_macs / student_macs:.1f}x fewer MACs/s "
