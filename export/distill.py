@@ -84,7 +84,8 @@ def keep_used_layers(student: Student, head: torch.nn.Module) -> None:
     head.layers = torch.arange(len(idx))
 
 
-def ridge(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], strength: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def ridge(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+          strength: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight [out, in] and bias [out] of the ridge regression of Y on X over (X [n, in], Y [n, out]) batches."""
     gram = xty = 0
     for x, y in pairs:

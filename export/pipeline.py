@@ -89,12 +89,19 @@ def head_validation(cfg: ExportConfig, waves: list[np.ndarray], y: np.ndarray, g
     return validate
 
 
-def distilled_summary(history: list[dict]) -> str:
+def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, history: list[dict]) -> str:
+    """One line for the export summary and model card: architecture, cost, and which epoch was kept."""
+    shape = [f"{cfg.student_depth} layer{'s' if cfg.student_depth > 1 else ''} x {cfg.student_width or teacher_dim}"]
+    shape += [f"FFN {cfg.student_ffn}"] if cfg.student_ffn else []
+    shape += [f"1/{cfg.student_time_stride} of the frames"] if cfg.student_time_stride > 1 else []
     kept = next(h for h in history if h["kept"])
     if kept["score"] is None:
-        return f"distilled {kept['epoch']} epochs (no validation speakers)"
-    scores_ = ", ".join(f"{h['score']:.3f}" for h in history)
-    return f"kept epoch {kept['epoch']} of {len(history) - 1} by validation UA (epochs 0..: {scores_})"
+        distilled = f"distilled {kept['epoch']} epochs (no validation speakers)"
+    else:
+        scores_ = ", ".join(f"{h['score']:.3f}" for h in history)
+        distilled = f"kept epoch {kept['epoch']} of {len(history) - 1} by validation UA (epochs 0..: {scores_})"
+    return (f"{', '.join(shape)} ({cfg.student_init} init), {mac_ratio:.1f}x fewer MACs/s than the teacher; "
+            f"{distilled}")
 
 
 def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict:
@@ -182,12 +189,7 @@ def run_export(cfg: ExportConfig) -> dict:
                         "epochs": cfg.distill_epochs, "distillation": history,
                         "validation_speakers": list(inner.test_speakers),
                         "macs_per_s": student_macs, "mac_ratio": teacher_macs / student_macs,
-                        "summary": f"{cfg.student_depth} layer{'s' if cfg.student_depth > 1 else ''} x "
-                                   f"{cfg.student_width or teacher.dim}"
-                                   f"{f', FFN {cfg.student_ffn}' if cfg.student_ffn else ''}"
-                                   f"{f', 1/{cfg.student_time_stride} of the frames' if cfg.student_time_stride > 1 else ''}"
-                                   f" ({cfg.student_init} init), {teacher_macs / student_macs:.1f}x fewer MACs/s "
-                                   f"than the teacher; {distilled_summary(history)}"},
+                        "summary": student_summary(cfg, teacher.dim, teacher_macs / student_macs, history)},
             "head": cfg.head,
             "data": {"corpus": corpus.name, "path": str(cfg.data), "clips": len(corpus.items),
                      "skipped": dict(corpus.skipped), "train_speakers": sorted({corpus.items[i].speaker for i in fold.train}),
