@@ -61,7 +61,8 @@ def main() -> None:
               "budget": {"peak_rss_mb": 200, "rtf": 0.05}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runtime_budget.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = ("| audio | speech | events | wall | RTF (budget 0.05) | peak RSS MB (budget 200) |\n|---|---|---|---|---|---|\n"
+    md = ("| audio | speech | events | wall | RTF (budget 0.05) | peak RSS MB (budget 200) |\n"
+          "|---|---|---|---|---|---|\n"
           f"| {facts['audio_s'] / 3600:.2f} h | {facts['speech_s'] / 3600:.2f} h | {n_events} | {wall:.0f} s | "
           f"{result['rtf']:.4f} | {peak_mb:.0f} |\n")
     (args.out / "runtime_budget.md").write_text(md)

@@ -1,7 +1,7 @@
-"""edge-ser: speech emotion recognition on the edge (runtime side; never imports torch)."""
+"""edge-ser: speech emotion recognition on the edge (the runtime: never imports torch or the toolchain)."""
 from .errors import AudioError, BundleError, DatasetError, EdgeSerError, LabelError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["AudioError", "BundleError", "DatasetError", "EdgeSerError", "LabelError", "Recognizer",
            "__version__"]
 

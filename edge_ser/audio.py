@@ -1,12 +1,16 @@
 """Audio in: decode (soundfile), downmix, resample (soxr) to float32 mono 16 kHz in [-1, 1].
 
-Every entry point returns float32 1-D arrays at `SAMPLE_RATE` (or the `sr` asked for).
+Every entry point returns float32 1-D arrays at `SAMPLE_RATE` (or the `sr` asked for). In-memory audio is
+1-D; multichannel arrays need an explicit ``channel_axis`` (a [2, N] array read as [N, 2] would give
+confident nonsense).
 Bad input raises `AudioError` whose message names the file and says what to do; the
 error's `reason` attribute is a short tag ("empty file", "unreadable audio",
 "non-finite samples", ...) that the dataset loader counts as a skip reason.
 """
 from __future__ import annotations
 
+import struct
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -16,7 +20,7 @@ import soxr
 
 from .errors import AudioError
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000   # Hz: every graph of a bundle takes mono float32 PCM at this rate
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below 4 LSB of 16-bit audio
 _FIX = "re-encode it as WAV/FLAC/OGG (e.g. `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`) or remove it"
@@ -85,13 +89,24 @@ def is_silent(x: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
     return x.size == 0 or float(np.max(np.abs(x))) < peak
 
 
-def prepare(x: np.ndarray, sr: int, *, out_sr: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:
-    """In-memory audio [samples] or [samples, channels] at `sr` -> float32 mono at `out_sr`.
+def prepare(x: np.ndarray, sr: int, *, out_sr: int = SAMPLE_RATE, name: str = "audio",
+            channel_axis: int | None = None) -> np.ndarray:
+    """In-memory audio ``[samples]`` at ``sr`` -> float32 mono at ``out_sr``.
 
-    Float input beyond [-1, 1] is clipped; signed integers are scaled from full scale.
-    Raises AudioError for empty input or NaN/Inf samples.
+    A multichannel array needs ``channel_axis`` (0 for ``[channels, samples]``, 1 or -1 for
+    ``[samples, channels]``); its channels are averaged. Float input beyond [-1, 1] is clipped; signed
+    integers are scaled from full scale. Raises AudioError for empty input, NaN/Inf or an ambiguous shape.
     """
     _check_rate(sr, name)
+    x = np.asarray(x)
+    if channel_axis is not None:
+        if x.ndim != 2 or channel_axis not in (0, 1, -1):
+            raise _error("bad shape", f"{name}: channel_axis={channel_axis} needs a 2-D array and 0, 1 or -1; "
+                                      f"got shape {x.shape}")
+        x = np.moveaxis(x, channel_axis, -1)
+    elif x.ndim != 1:
+        raise _error("bad shape", f"{name}: expected mono audio shaped [samples], got shape {x.shape}; pass "
+                                  "channel_axis=0 for [channels, samples] or channel_axis=-1 for [samples, channels]")
     x = _mono(x, name)
     if x.size == 0:
         raise _error("empty file", f"{name}: no samples; pass at least one sample")
@@ -109,7 +124,7 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
             x = f.read(dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError) as e:
             raise _error("unreadable audio", f"{path}: decoding failed ({e}); {_FIX}") from None
-        return prepare(x, f.samplerate, out_sr=sr, name=str(path))
+        return prepare(x, f.samplerate, out_sr=sr, name=str(path), channel_axis=-1)
 
 
 def stream_audio(path: str | Path, block_s: float = 1.0, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -120,44 +135,24 @@ def stream_audio(path: str | Path, block_s: float = 1.0, sr: int = SAMPLE_RATE) 
     """
     with _open(path) as f:
         name, rate = str(path), f.samplerate
-        rs = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
-        offset = 0
-        try:
+
+        def blocks():
+            offset = 0
             for block in f.blocks(blocksize=max(1, round(block_s * rate)), dtype="float32", always_2d=True):
                 x = _mono(block, name)
                 _check_finite(x, name, rate, offset)
                 offset += len(x)
-                x = np.clip(x, -1.0, 1.0)
-                if rs is not None:
-                    x = np.clip(rs.resample_chunk(x), -1.0, 1.0)
-                if x.size:
-                    yield x
+                yield np.clip(x, -1.0, 1.0)
+        try:
+            yield from _resampled(blocks(), rate, sr)
         except (sf.SoundFileError, RuntimeError) as e:
             raise _error("unreadable audio", f"{path}: decoding failed ({e}); {_FIX}") from None
-        if rs is not None:
-            tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
-            if tail.size:
-                yield np.clip(tail, -1.0, 1.0)
 
 
-def stream_pcm16(fileobj: BinaryIO, sr: int = SAMPLE_RATE, block_s: float = 0.5) -> Iterator[np.ndarray]:
-    """Yield float32 mono 16 kHz blocks from raw signed 16-bit little-endian mono PCM.
-
-    `fileobj` is a binary stream such as `sys.stdin.buffer` (e.g. `arecord -f S16_LE -r 16000 -c 1 -t raw`);
-    `sr` is the stream's sample rate, resampled to 16 kHz when it differs.
-    """
-    _check_rate(sr, "PCM stream")
-    nbytes = 2 * max(1, round(block_s * sr))
-    rs = soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if sr != SAMPLE_RATE else None
-    carry = b""
-    while True:
-        data = fileobj.read(nbytes)
-        if not data:
-            break
-        data = carry + data
-        cut = len(data) - len(data) % 2
-        data, carry = data[:cut], data[cut:]
-        x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+def _resampled(blocks: Iterator[np.ndarray], rate: int, sr: int) -> Iterator[np.ndarray]:
+    """Float32 mono blocks at ``rate`` -> clipped blocks at ``sr`` through one streaming resampler."""
+    rs = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
+    for x in blocks:
         if rs is not None:
             x = rs.resample_chunk(x)
         if x.size:
@@ -166,3 +161,124 @@ def stream_pcm16(fileobj: BinaryIO, sr: int = SAMPLE_RATE, block_s: float = 0.5)
         tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
         if tail.size:
             yield np.clip(tail, -1.0, 1.0)
+
+
+def _read_exactly(fileobj: BinaryIO, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = fileobj.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _pcm_blocks(fileobj: BinaryIO, dtype: str, channels: int, frame_bytes: int, block_frames: int,
+                first: bytes = b"", limit: int | None = None) -> Iterator[np.ndarray]:
+    """Float32 mono blocks from interleaved PCM of ``dtype`` (``<i2``, ``<i4``, ``<f4``, ``u1``, ``i3``) on a stream."""
+    carry, left = first, limit
+    while True:
+        want = block_frames * frame_bytes
+        if left is not None:
+            want = min(want, left)
+        data = fileobj.read(want) if want else b""
+        if left is not None:
+            left -= len(data)
+        if not data:   # the end: a trailing incomplete frame is dropped
+            break
+        data = carry + data
+        cut = len(data) - len(data) % frame_bytes
+        data, carry = data[:cut], data[cut:]
+        if data:
+            yield _decode_pcm(data, dtype, channels)
+        if left == 0:
+            break
+    if len(carry) >= frame_bytes:
+        yield _decode_pcm(carry[:len(carry) - len(carry) % frame_bytes], dtype, channels)
+
+
+def _decode_pcm(data: bytes, dtype: str, channels: int) -> np.ndarray:
+    if dtype == "i3":   # 24-bit: sign-extend three bytes into the top of an int32
+        b = np.frombuffer(data, np.uint8).reshape(-1, 3)
+        x = (b[:, 0].astype(np.int32) << 8 | b[:, 1].astype(np.int32) << 16 | b[:, 2].astype(np.int32) << 24)
+        x = x.astype(np.float32) / 2.0 ** 31
+    elif dtype == "u1":
+        x = (np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0
+    else:
+        x = np.frombuffer(data, dtype)
+        scale = np.float32(np.iinfo(x.dtype).max + 1) if x.dtype.kind == "i" else np.float32(1.0)
+        x = x.astype(np.float32) / scale
+    x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
+    if not np.isfinite(x).all():
+        raise _error("non-finite samples", "WAV stream: NaN/Inf samples; the stream is damaged")
+    return np.clip(x, -1.0, 1.0)
+
+
+def stream_pcm16(fileobj: BinaryIO, sr: int = SAMPLE_RATE, block_s: float = 0.5, out_sr: int = SAMPLE_RATE,
+                 first: bytes = b"") -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks at ``out_sr`` from raw signed 16-bit little-endian mono PCM at ``sr``.
+
+    `fileobj` is a binary stream such as `sys.stdin.buffer` (e.g. `arecord -f S16_LE -r 16000 -c 1 -t raw`);
+    ``first`` are bytes already read from it.
+    """
+    _check_rate(sr, "PCM stream")
+    yield from _resampled(_pcm_blocks(fileobj, "<i2", 1, 2, max(1, round(block_s * sr)), first), sr, out_sr)
+
+
+_WAV_TYPES = {(1, 8): "u1", (1, 16): "<i2", (1, 24): "i3", (1, 32): "<i4", (3, 32): "<f4"}
+
+
+def stream_wav(fileobj: BinaryIO, first: bytes = b"", block_s: float = 0.5,
+               out_sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Decode a WAV file arriving on a pipe as it arrives (PCM 8/16/24/32-bit or float32, any channels and rate).
+
+    A streamed WAV often gives 0 or 0xFFFFFFFF as its data size (``arecord -t wav``): then it is read to the end.
+    """
+    head = first + _read_exactly(fileobj, 12 - len(first))
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise _error("unreadable audio", "stdin: not a RIFF/WAVE stream")
+    fmt = None
+    for _ in range(64):   # chunks before "data"
+        chunk = _read_exactly(fileobj, 8)
+        if len(chunk) < 8:
+            raise _error("unreadable audio", "stdin: the WAV stream ends before its data chunk")
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"data":
+            break
+        if size > 1 << 20:
+            raise _error("unreadable audio", f"stdin: WAV chunk {cid!r} of {size} bytes is not plausible")
+        body = _read_exactly(fileobj, size + size % 2)
+        if cid == b"fmt " and len(body) >= 16:
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == 0xFFFE and len(body) >= 26:   # WAVE_FORMAT_EXTENSIBLE: the sub-format's first two bytes
+                tag = struct.unpack("<H", body[24:26])[0]
+            fmt = (tag, channels, rate, bits)
+    else:
+        raise _error("unreadable audio", "stdin: no data chunk in the first 64 WAV chunks")
+    if fmt is None:
+        raise _error("unreadable audio", "stdin: the WAV stream has no fmt chunk before its data")
+    tag, channels, rate, bits = fmt
+    if (tag, bits) not in _WAV_TYPES or not 1 <= channels <= 64 or not 1000 <= rate <= 768000:
+        raise _error("unreadable audio", f"stdin: unsupported WAV encoding (format {tag}, {bits} bits, {channels} "
+                                         f"channels, {rate} Hz); {_FIX}")
+    limit = None if size in (0, 0xFFFFFFFF) else size
+    frame = channels * bits // 8
+    yield from _resampled(_pcm_blocks(fileobj, _WAV_TYPES[tag, bits], channels, frame,
+                                      max(1, round(block_s * rate)), limit=limit), rate, out_sr)
+
+
+def stream_stdin(fileobj: BinaryIO, raw_sr: int = SAMPLE_RATE, out_sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Audio piped in: WAV decoded as it arrives; FLAC/OGG/other containers read to the end (spooled to a
+    temporary file) and decoded; anything else is raw s16le mono PCM at ``raw_sr``."""
+    first = _read_exactly(fileobj, 4)
+    if first == b"RIFF":
+        yield from stream_wav(fileobj, first, out_sr=out_sr)
+    elif first in (b"fLaC", b"OggS", b"FORM", b"ID3\x03", b"ID3\x04") or first[:2] == b"\xff\xfb":
+        with tempfile.NamedTemporaryFile(prefix="edge-ser-stdin-") as tmp:
+            tmp.write(first)
+            while block := fileobj.read(1 << 20):
+                tmp.write(block)
+            tmp.flush()
+            yield from stream_audio(tmp.name, sr=out_sr)
+    else:
+        yield from stream_pcm16(fileobj, raw_sr, out_sr=out_sr, first=first)

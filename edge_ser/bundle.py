@@ -1,87 +1,102 @@
-"""The bundle: the only thing the export side and the runtime share.
+"""The bundle on disk: read it safely, write it atomically, slim it to one variant.
 
-A directory holding model files (ONNX ``*.onnx``, OpenVINO ``*.xml`` + ``*.bin``), each a full
-graph from raw 16 kHz mono float32 PCM ``audio[batch, samples]`` to ``probs[batch, classes]``,
-plus ``edge-ser.json`` (this module's schema) and ``MODEL_CARD.md``.
+A bundle is a directory holding ``edge-ser.json`` (:mod:`edge_ser.manifest`), ``MODEL_CARD.md`` and the model
+files the manifest lists with their SHA-256. It is untrusted input: a file it names must be a plain name in
+the bundle directory (no path, no symlink), and the bytes an engine runs are the bytes that were checked
+(:meth:`Bundle.read`), so a file swapped after the check is never run.
+
+Writing never destroys what it did not make: :func:`atomic_directory` builds the bundle in a hidden sibling
+folder and moves it into place at the end; it replaces only an existing *bundle* (a folder holding nothing but
+a manifest, a model card and the files that manifest lists), never the working directory or a folder above it.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import json
+import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import BundleError
+from .errors import BundleError, EdgeSerError
+from .manifest import MANIFEST, MAX_MANIFEST_BYTES, MODEL_CARD, FileEntry, Manifest, Variant
 
-SCHEMA_VERSION = 1
-MANIFEST = "edge-ser.json"
-MODEL_CARD = "MODEL_CARD.md"
-INPUT_NAME = "audio"
-OUTPUT_NAME = "probs"
-REQUIRED_KEYS = ("schema_version", "labels", "sample_rate", "window_s", "hop_s", "min_input_s",
-                 "max_input_s", "variants", "files", "default_variant")
-
-
-@dataclass
-class Variant:
-    """One exported graph of the bundle."""
-
-    name: str
-    files: list[str]          # the model file first (.onnx or .xml), then companions (.bin)
-    format: str               # "onnx" | "openvino"
-    precision: str            # "fp32" | "int8"
-    model: str                # "teacher" | "student"
-    quantization: str | None = None   # None | "dynamic" | "static-qdq" | "nncf-ptq"
-    parity: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
+log = logging.getLogger(__name__)
+PARTIAL_MARK = ".edge-ser-partial"    # inside a folder that atomic_directory is building
 
 
 @dataclass
 class Bundle:
     path: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.manifest["sample_rate"])
-
-    @property
-    def window_s(self) -> float:
-        return float(self.manifest["window_s"])
-
-    @property
-    def hop_s(self) -> float:
-        return float(self.manifest["hop_s"])
-
-    @property
-    def min_input_s(self) -> float:
-        return float(self.manifest["min_input_s"])
+        return list(self.manifest.labels)
 
     @property
     def variants(self) -> dict[str, Variant]:
-        return {name: Variant(name=name, **spec) for name, spec in self.manifest["variants"].items()}
+        return self.manifest.variants
 
-    def variant(self, name: str | None = None) -> Variant:
-        """The named variant, or the bundle's default; an unknown name lists the known ones."""
-        name = name or self.manifest["default_variant"]
-        variants = self.variants
-        if name not in variants:
-            raise BundleError(f"bundle {self.path} has no variant {name!r}; it has: {', '.join(variants)}")
-        return variants[name]
+    def variant(self, name: str | None = None) -> tuple[str, Variant]:
+        """(name, variant): the named one, or the bundle's default; an unknown name lists the known ones."""
+        name = name or self.manifest.default_variant
+        if name not in self.variants:
+            raise BundleError(f"bundle {self.path} has no variant {name!r}; it has: {', '.join(self.variants)}")
+        return name, self.variants[name]
 
-    def model_path(self, variant: Variant) -> Path:
-        return self.path / variant.files[0]
+    def read(self, name: str) -> bytes:
+        """The bytes of a listed file, checked against its size and SHA-256 (what an engine may run)."""
+        entry = self.manifest.files.get(name)
+        if entry is None:
+            raise BundleError(f"{name} is not listed in {self.path / MANIFEST}")
+        data = _read_regular(self.path / name, entry.bytes + 1)
+        if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise BundleError(f"bundle file {self.path / name} does not match its size and SHA-256 in {MANIFEST}: "
+                              "it was modified or corrupted; re-export the bundle")
+        return data
+
+    def size_mb(self, name: str) -> float:
+        _, v = self.variant(name)
+        return sum(self.manifest.files[f].bytes for f in v.files) / 1e6
 
 
-def sha256(path: Path) -> str:
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file that is not a symlink (no FIFO, device or link out)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise BundleError(f"bundle file {path} is missing; re-export the bundle") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BundleError(f"bundle file {path} is a symbolic link; a bundle must hold its files itself") from None
+        raise BundleError(f"cannot read bundle file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BundleError(f"bundle file {path} is not a regular file")
+        return f.read(limit)
+
+
+def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Read and check a bundle's manifest; with ``verify``, also every file's size and SHA-256."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise BundleError(f"{path} is not an edge-ser bundle: {MANIFEST} is missing "
+                          "(make one with `edge-ser export`)")
+    text = _read_regular(path / MANIFEST, MAX_MANIFEST_BYTES + 1)
+    bundle = Bundle(path, Manifest.from_json(text, str(path / MANIFEST)))
+    if verify:
+        for name in bundle.manifest.files:
+            bundle.read(name)
+    return bundle
+
+
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -89,99 +104,126 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read and check a bundle: known schema, required keys, every file present with its SHA-256."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"{path} is not an edge-ser bundle: {MANIFEST} is missing "
-                          "(make one with `edge-ser export`)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{manifest_path} is not valid JSON ({e}); re-export the bundle") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path} must hold a JSON object; re-export the bundle")
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{manifest_path} has schema_version {version!r}; this edge-ser reads "
-                          f"version {SCHEMA_VERSION} only: re-export the bundle or upgrade edge-ser")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path} lacks {', '.join(missing)}; re-export the bundle")
-    if not manifest["variants"]:
-        raise BundleError(f"{manifest_path} lists no variants; re-export the bundle")
-    for name, spec in manifest["variants"].items():
-        for f in spec.get("files", []):
-            if f not in manifest["files"]:
-                raise BundleError(f"variant {name!r} uses {f}, which has no checksum in {MANIFEST}")
-    if verify:
-        for name, spec in manifest["files"].items():
-            f = path / name
-            if not f.is_file():
-                raise BundleError(f"bundle file {f} is missing; re-export the bundle")
-            if sha256(f) != spec["sha256"]:
-                raise BundleError(f"bundle file {f} does not match its SHA-256 in {MANIFEST}: "
-                                  "it was modified or corrupted; re-export the bundle")
-    return Bundle(path=path, manifest=manifest)
+def write_bundle(directory: Path, manifest: Manifest) -> Manifest:
+    """Checksum every variant file in ``directory``, then write the manifest and its model card there."""
+    from .card import model_card
 
-
-def write_manifest(directory: Path, manifest: dict) -> dict:
-    """Fill ``files`` with size and SHA-256 of every variant file, then write manifest and model card."""
     directory = Path(directory)
-    names = sorted({f for spec in manifest["variants"].values() for f in spec["files"]})
-    manifest = {**manifest, "schema_version": SCHEMA_VERSION,
-                "files": {n: {"sha256": sha256(directory / n), "bytes": (directory / n).stat().st_size}
-                          for n in names}}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    names = sorted({f for v in manifest.variants.values() for f in v.files})
+    manifest = replace(manifest, files={n: FileEntry(sha256_file(directory / n), (directory / n).stat().st_size)
+                                        for n in names})
+    manifest.check()
+    (directory / MANIFEST).write_text(manifest.to_json())
     (directory / MODEL_CARD).write_text(model_card(manifest))
     return manifest
 
 
+# ------------------------------------------------------------------------------------- writing safely
+def is_bundle_dir(path: Path) -> bool:
+    """True when ``path`` is a folder holding only a manifest, a model card and the files that manifest lists."""
+    if path.is_symlink() or not path.is_dir() or not (path / MANIFEST).is_file():
+        return False
+    try:
+        listed = set(load_bundle(path, verify=False).manifest.files)
+    except EdgeSerError:
+        return False
+    return all(p.is_file() and not p.is_symlink() and p.name in listed | {MANIFEST, MODEL_CARD}
+               for p in path.iterdir())
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``--out`` that cannot or must not be written."""
+    out = Path(out)
+    if out.is_symlink():
+        raise EdgeSerError(f"--out {out} is a symbolic link; give a plain folder path")
+    if out.exists() and not out.is_dir():
+        raise EdgeSerError(f"--out {out} is a file, not a bundle folder; choose another --out")
+    if out.is_dir():
+        cwd = Path.cwd().resolve()
+        if out.resolve() == cwd or out.resolve() in cwd.parents:
+            raise EdgeSerError(f"--out {out} is the working directory or a folder above it; choose a new folder")
+        if not any(out.iterdir()):
+            return   # an empty folder: nothing to lose
+        if not is_bundle_dir(out):
+            raise EdgeSerError(f"--out {out} exists and holds files that are not an edge-ser bundle; edge-ser "
+                               "replaces only bundles: choose a new folder")
+        if not overwrite:
+            raise EdgeSerError(f"--out {out} already holds a bundle; pass --overwrite to replace it")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgeSerError(f"cannot write --out {out}: {parent} is not a writable folder")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> int:
+    """Remove hidden ``.NAME.partial-PID-*`` folders that an interrupted write to ``out`` left behind."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.partial-(\d+)-")
+    removed = 0
+    for p in out.parent.glob(f".{out.name}.partial-*") if out.parent.is_dir() else []:
+        m = pattern.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and (p / PARTIAL_MARK).is_file() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished bundle folder(s) left by an interrupted run", removed)
+    return removed
+
+
+def _remove_bundle(path: Path) -> None:
+    """Delete a bundle folder file by file (only what ``is_bundle_dir`` allows), then the folder if empty."""
+    for p in path.iterdir():
+        p.unlink()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
 @contextlib.contextmanager
 def atomic_directory(out: str | os.PathLike, overwrite: bool = False):
-    """Yield a temporary sibling directory that becomes ``out`` only if the block completes.
+    """Yield a hidden sibling folder that becomes ``out`` only if the block completes.
 
-    Any exception (Ctrl-C included) removes it, so a failed export leaves no partial bundle.
+    Any exception, Ctrl-C or SIGTERM (the CLI turns it into SystemExit) removes the folder, so a failed write
+    leaves nothing; a folder left by a killed process is removed by the next write to the same ``out``.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_partials(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    (tmp / PARTIAL_MARK).touch()
     try:
         yield tmp
+        (tmp / PARTIAL_MARK).unlink()
+        check_out(out, overwrite)       # what is at --out may have changed while we worked
+        old = None
         if out.exists():
-            shutil.rmtree(out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            os.replace(out, old / "bundle")
         os.replace(tmp, out)
+        if old is not None:
+            _remove_bundle(old / "bundle")
+            with contextlib.suppress(OSError):
+                old.rmdir()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _fmt(x) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def model_card(m: dict) -> str:
-    """A short human-readable card generated from the manifest's facts."""
-    lines = [f"# edge-ser model: {', '.join(m['labels'])}", ""]
-    teacher, student, data = m.get("teacher", {}), m.get("student", {}), m.get("data", {})
-    ev = m.get("evaluation", {})
-    lines += [f"- Labels (output order): {', '.join(m['labels'])}",
-              f"- Input: {m['sample_rate']} Hz mono float32 PCM, window {m['window_s']} s, "
-              f"hop {m['hop_s']} s, at least {m['min_input_s']} s",
-              f"- Teacher: {teacher.get('name', '?')}", f"- Student: {student.get('summary', '?')}",
-              f"- Training data: {data.get('summary', '?')}",
-              f"- Evaluation protocol: {ev.get('protocol', '?')}", "",
-              "| variant | format | precision | quantization | UA | WA | macro-F1 | n | top-1 agreement | max abs diff |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, v in m["variants"].items():
-        mt, par = v.get("metrics", {}), v.get("parity", {})
-        lines.append("| " + " | ".join(_fmt(x) for x in (
-            name, v["format"], v["precision"], v.get("quantization") or "-", mt.get("ua", "-"),
-            mt.get("wa", "-"), mt.get("f1", "-"), mt.get("n", "-"), par.get("top1_agreement", "-"),
-            par.get("max_abs_diff", "-"))) + " |")
-    lines += ["", "Accuracy is speaker-independent: the test speakers' audio was not used for "
-              "distillation, calibration, normalisation or the head.", ""]
-    return "\n".join(lines)
+def pack(bundle: Bundle | str | os.PathLike, variant: str, out: str | os.PathLike, overwrite: bool = False) -> Manifest:
+    """Write a deployment bundle at ``out`` holding one variant of ``bundle`` (checked bytes, its own card)."""
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
+    name, v = bundle.variant(variant)
+    check_out(Path(out), overwrite)
+    with atomic_directory(out, overwrite) as tmp:
+        for f in v.files:
+            (tmp / f).write_bytes(bundle.read(f))
+        manifest = replace(bundle.manifest, variants={name: v}, default_variant=name)
+        return write_bundle(tmp, manifest)

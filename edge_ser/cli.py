@@ -1,25 +1,54 @@
-"""The `edge-ser` command line: a thin layer over the Python API.
+"""The `edge-ser` command line: a thin layer over the Python API, and the only place that prints.
 
-Commands that need the export toolchain (torch) import it lazily, so `edge-ser run` stays lean.
+Every option is checked when the command line is parsed (choices, ranges), before any audio is decoded or any
+model loaded. Errors a user can cause print one ``error:`` line (never wrapped) and exit 2; Ctrl-C exits 130,
+SIGTERM 143, after cleaning up. Toolchain commands (``export``) come from entry points (:mod:`edge_ser.plugins`).
 """
 from __future__ import annotations
 
+import enum
 import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from .errors import EdgeSerError
+from .text import clean
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Speech emotion recognition on the edge: export, run, evaluate and benchmark bundles.")
-console = Console(stderr=True)
+# click's usage error, whichever click typer uses (recent typer carries its own copy)
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Speech emotion recognition on the edge: export, run, evaluate, benchmark and pack bundles.")
+
+
+class Backend(str, enum.Enum):
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+
+
+class VadName(str, enum.Enum):
+    energy = "energy"
+    webrtc = "webrtc"
+    silero = "silero"
+
+
+class Target(str, enum.Enum):
+    x86_vnni = "x86-vnni"
+    x86_avx2 = "x86-avx2"
+    arm64_dotprod = "arm64-dotprod"
+    arm64 = "arm64"
+    generic = "generic"
+
+
+def _max_threads() -> int:
+    from .engine import max_threads
+    return max_threads()
 
 
 def default_data() -> Path:
@@ -27,65 +56,95 @@ def default_data() -> Path:
     return Path(os.environ.get("EDGE_SER_DATA", "../shared/data/emodb"))
 
 
-@app.command()
-def export(
-    data: Path = typer.Option(None, help="Labelled audio: EmoDB/RAVDESS/BanglaSER folder, CSV/TSV manifest "
-                              "or folder per label [default: $EDGE_SER_DATA or ../shared/data/emodb]"),
-    out: Path = typer.Option(Path("bundles/emodb"), help="Bundle directory to write (atomically)."),
-    teacher: str = typer.Option("whisper-tiny.en", help="Teacher: whisper-tiny.en (offline default), a hub id "
-                                "or a local transformers / CTranslate2 directory."),
-    unlabeled: Optional[Path] = typer.Option(None, help="Extra unlabeled audio for distillation (a folder)."),
-    test_speakers: Optional[str] = typer.Option(None, help="Comma-separated held-out speakers, never seen by "
-                                                "distillation, calibration or the head [default: 3 speakers]."),
-    student_depth: int = typer.Option(1, help="Student transformer layers."),
-    student_width: Optional[int] = typer.Option(None, help="Student width [default: the teacher's]."),
-    student_init: str = typer.Option("teacher", help="Student initialisation: teacher | random."),
-    student_time_stride: int = typer.Option(1, help="Student frames per teacher frame: 2 runs every block on "
-                                            "half the frames."),
-    student_ffn: Optional[int] = typer.Option(None, help="Hidden units kept in each student feed-forward block "
-                                              "(pruned by output carried, output layer refitted) [default: all]."),
-    distill_epochs: int = typer.Option(3, help="Distillation passes over the training audio."),
-    val_speakers: int = typer.Option(2, help="Training speakers whose audio distillation skips; an epoch is kept "
-                                     "only if it raises their UA (0: keep the last epoch)."),
-    head: str = typer.Option("linear", help="Head: linear (logistic regression on the best layer) | mlp."),
-    seed: int = typer.Option(0, help="Random seed."),
-    overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
-):
-    """Learn a head, distill the teacher into a student, quantize, and write a bundle."""
-    from export.pipeline import ExportConfig, run_export
+def default_bundle() -> Path:
+    """The ready general-purpose model shipped inside the package."""
+    from importlib import resources
+    path = Path(str(resources.files("edge_ser") / "models" / "general"))
+    if not (path / "edge-ser.json").is_file():
+        raise EdgeSerError("this edge-ser has no ready model installed; pass a bundle made with `edge-ser export`")
+    return path
 
-    cfg = ExportConfig(data=data or default_data(), out=out, teacher=teacher, unlabeled=unlabeled,
-                       test_speakers=test_speakers.split(",") if test_speakers else None,
-                       student_depth=student_depth, student_width=student_width, student_init=student_init,
-                       student_time_stride=student_time_stride, student_ffn=student_ffn,
-                       distill_epochs=distill_epochs, val_speakers=val_speakers, head=head, seed=seed,
-                       overwrite=overwrite)
-    run_export(cfg)
+
+def _thread_list(value: str) -> list[int]:
+    """``1,2`` or ``1,all`` -> sorted thread counts, each 1..max_threads()."""
+    counts = set()
+    for part in value.split(","):
+        part = part.strip()
+        n = (os.cpu_count() or 1) if part == "all" else int(part) if part.isdigit() else None
+        if n is None or not 1 <= n <= _max_threads():
+            raise typer.BadParameter(f"{part!r} is not a thread count 1..{_max_threads()} (or 'all')")
+        counts.add(n)
+    return sorted(counts)
+
+
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 < value < 1e6:
+        raise typer.BadParameter(f"{value} is not a positive number of seconds")
+    return value
+
+
+def _threads(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 1 <= value <= _max_threads():
+        raise typer.BadParameter(f"{value} is not between 1 and {_max_threads()} (4 per core)")
+    return value
+
+
+THREADS = typer.Option(None, callback=_threads, help="Inference threads (1 to 4 per core) [default: the engine's].")
+VARIANT = typer.Option("auto", "--variant", "--model", help="Variant of the bundle (see `edge-ser info`); 'auto' "
+                       "picks the best for this CPU (--model is a deprecated alias).")
+BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variants, openvino for IR variants].")
 
 
 @app.command()
 def run(
-    bundle: Path = typer.Argument(..., help="Bundle directory."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="Audio file, or - for raw s16le 16 kHz mono "
-                                        "PCM on stdin."),
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model shipped "
+                                            "with edge-ser]."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="Audio file; a folder or glob (batch mode: "
+                                        "every audio file); or - for stdin (WAV, FLAC, OGG or raw s16le mono at "
+                                        "the bundle's rate)."),
     mic: bool = typer.Option(False, help="Listen to a microphone (needs edge-ser[mic])."),
-    device: Optional[int] = typer.Option(None, help="Microphone device index (see --list-devices)."),
+    device: Optional[int] = typer.Option(None, min=0, help="Microphone device index (see --list-devices)."),
     list_devices: bool = typer.Option(False, help="List audio input devices and exit."),
-    backend: str = typer.Option("onnxruntime", help="onnxruntime | openvino."),
-    model: Optional[str] = typer.Option(None, help="Variant of the bundle (see `edge-ser info`) [default: the "
-                                        "bundle's default]."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads."),
-    window: Optional[float] = typer.Option(None, help="Window seconds [default: from the bundle]."),
-    hop: Optional[float] = typer.Option(None, help="Hop seconds [default: from the bundle]."),
-    vad: str = typer.Option("energy", help="Voice activity detector: energy | webrtc."),
-    output: Optional[Path] = typer.Option(None, help="Write JSON Lines events here instead of stdout."),
-    smooth: float = typer.Option(0.0, help="Exponential smoothing of the live view (0 = off, 0.9 = heavy)."),
+    backend: Optional[Backend] = BACKEND,
+    variant: str = VARIANT,
+    threads: Optional[int] = THREADS,
+    window: Optional[float] = typer.Option(None, callback=_positive, help="Window seconds [default: the bundle's]."),
+    hop: Optional[float] = typer.Option(None, callback=_positive, help="Hop seconds [default: the bundle's]."),
+    vad: VadName = typer.Option(VadName.energy, help="Voice activity detector."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSON Lines here instead of stdout "
+                                          "(in batch mode: appended, and a rerun skips the files already in it)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --output file."),
+    smooth: float = typer.Option(0.0, min=0.0, max=0.99, help="Exponential smoothing of the live view."),
+    jobs: int = typer.Option(1, min=1, max=256, help="Batch mode: worker processes."),
+    dask: Optional[str] = typer.Option(None, help="Batch mode: run on this Dask scheduler (tcp://host:8786)."),
+    plot: Optional[Path] = typer.Option(None, help="Draw the emotion probabilities over time into this PNG "
+                                        "(one input file; needs edge-ser[plot])."),
 ):
-    """Detect speech and recognise emotions in a file, stdin or a live microphone (JSON Lines out)."""
-    from .live import run_cli
+    """Detect speech and recognise emotions in a file, a folder, stdin or a microphone (JSON Lines out)."""
+    from .mic import list_input_devices
+    from .run import Settings, check_output, list_inputs
 
-    run_cli(bundle, input=input, mic=mic, device=device, list_devices=list_devices, backend=backend,
-            model=model, threads=threads, window=window, hop=hop, vad=vad, output=output, smooth=smooth)
+    if list_devices:
+        print(list_input_devices())
+        return
+    if (input is None) == (not mic):
+        raise EdgeSerError("give exactly one of --input (a file, folder, glob or -) and --mic")
+    inputs = [] if mic or input == "-" else list_inputs(input)
+    batch = len(inputs) > 1 or (input is not None and input != "-" and not Path(input).is_file())
+    if batch and (mic or plot):
+        raise EdgeSerError("--plot takes one input file, not a folder or glob")
+    if dask and not batch:
+        raise EdgeSerError("--dask is for batch mode (--input FOLDER or a glob)")
+    bundle = bundle or default_bundle()
+    if output is not None:
+        check_output(output, inputs, bundle, overwrite, append=batch)
+    if plot is not None:
+        check_output(plot, inputs, bundle, overwrite)
+    settings = Settings(str(bundle), variant, backend and backend.value, threads, window, hop, vad.value)
+    if batch:
+        _run_batch(inputs, settings, output, jobs, dask)
+    else:
+        _run_one(settings, input, inputs, mic, device, output, smooth, plot)
 
 
 @app.command("eval")
@@ -93,93 +152,219 @@ def eval_(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     data: Path = typer.Option(None, help="Labelled audio (same forms as export) [default: $EDGE_SER_DATA or "
                               "../shared/data/emodb]."),
-    model: Optional[list[str]] = typer.Option(None, help="Variant(s) to score [default: all]."),
-    backend: str = typer.Option("onnxruntime", help="onnxruntime | openvino (IR variants need openvino)."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads."),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", "--model", help="Variant(s) to score [default: "
+                                                "all] (--model is a deprecated alias)."),
+    backend: Optional[Backend] = BACKEND,
+    threads: Optional[int] = THREADS,
     as_json: bool = typer.Option(False, "--json", help="Print {\"variants\": {NAME: {ua, wa, f1, n}}} on stdout."),
 ):
     """Score every variant of a bundle on labelled data (UA, WA, macro-F1)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     from .evaluate import evaluate_bundle
 
-    result = evaluate_bundle(bundle, data or default_data(), variants=model, backend=backend, threads=threads)
+    data = data or default_data()
+    result = evaluate_bundle(bundle, data, variants=variant, backend=backend and backend.value, threads=threads)
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{bundle} on {data or default_data()}")
+    table = Table(title=Text(clean(f"{bundle} on {data}")))
     for col in ("variant", "UA", "WA", "macro-F1", "n"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for name, m in result["variants"].items():
-        table.add_row(name, f"{m['ua']:.3f}", f"{m['wa']:.3f}", f"{m['f1']:.3f}", str(m["n"]))
+        table.add_row(Text(clean(name)), f"{m['ua']:.3f}", f"{m['wa']:.3f}", f"{m['f1']:.3f}", str(m["n"]))
     Console().print(table)
 
 
 @app.command()
 def bench(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
-    data: Optional[Path] = typer.Option(None, help="Labelled audio for accuracy [default: the bundle's held-out "
-                                        "speakers from its training data]."),
-    threads: str = typer.Option("1,2", help="Comma-separated thread counts."),
-    backend: Optional[list[str]] = typer.Option(None, help="Backends to time [default: onnxruntime and openvino]."),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Where to write the table, CSV, JSON and plot."),
-    reps: Optional[int] = typer.Option(None, help="Timed repetitions per variant [default: as many as fit "
-                                       "about a minute per thread count, 20-200]."),
+    data: Optional[Path] = typer.Option(None, help="Labelled audio for accuracy: the bundle's held-out speakers "
+                                        "in it, or all of it [default: no accuracy]."),
+    threads: str = typer.Option("1,all", callback=lambda v: ",".join(map(str, _thread_list(v))),
+                                help="Comma-separated thread counts ('all' = every core)."),
+    backend: Optional[list[Backend]] = typer.Option(None, help="Engines to time [default: those installed]."),
+    out: Path = typer.Option(Path("bench-results"), help="Folder for the table, CSV, JSON and plot."),
+    reps: Optional[int] = typer.Option(None, min=1, max=100000, help="Timed repetitions per row [default: as many "
+                                       "as fit about a minute per thread count, 20-200]."),
     quick: bool = typer.Option(False, help="A few repetitions only (smoke test)."),
+    reference: Optional[str] = typer.Option(None, help="Also time this torch teacher (e.g. whisper-tiny.en; needs "
+                                            "edge-ser[export]); chosen by you, never read from the bundle."),
+    peers: str = typer.Option("auto", help="Other toolkits' models to time beside the bundle: comma-separated "
+                              "names, 'auto' (every installed one) or 'none'."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
 ):
-    """Latency / memory / size / accuracy of every variant side by side, with a Pareto plot."""
+    """Latency / memory / size / accuracy of every variant and its peers, side by side, with a Pareto plot."""
     from .bench import run_bench
 
-    rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")], backends=backend, out=out,
-                     reps=reps, quick=quick)
+    rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")],
+                     backends=[b.value for b in backend or []] or None,
+                     out=out, reps=reps, quick=quick, reference=reference, peers=peers)
     if as_json:
         print(json.dumps({"rows": rows}))
 
 
 @app.command()
-def info(bundle: Path = typer.Argument(..., help="Bundle directory.")):
-    """Print a bundle's manifest as a table (checksums verified)."""
+def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model].")):
+    """Show a bundle (checksums verified): labels, models, data, variants, and which one `auto` runs here."""
+    from rich.console import Console
+
     from .bundle import load_bundle
+    from .report import bundle_tables
 
+    b = load_bundle(bundle or default_bundle())
+    out = Console(width=max(80, min(Console().width, 120)))
+    for table in bundle_tables(b):
+        out.print(table)
+
+
+@app.command()
+def pack(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    out: Path = typer.Option(..., help="Folder for the slim bundle (written atomically)."),
+    variant: Optional[str] = typer.Option(None, help="The variant to keep."),
+    target: Optional[Target] = typer.Option(None, help="Keep the variant `auto` would run on this CPU family."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
+):
+    """Write a deployment bundle holding one variant (its own checksums and model card)."""
+    from .bundle import check_out, load_bundle
+    from .bundle import pack as pack_bundle
+    from .targets import choose_variant
+
+    if (variant is None) == (target is None):
+        raise EdgeSerError("give exactly one of --variant and --target")
+    check_out(out, overwrite)
     b = load_bundle(bundle)
-    m = b.manifest
-    facts = Table(title=f"edge-ser bundle {bundle}", show_header=False)
-    facts.add_column(style="bold")
-    facts.add_column()
-    facts.add_row("labels", ", ".join(b.labels))
-    facts.add_row("input", f"{b.sample_rate} Hz mono, window {b.window_s} s, hop {b.hop_s} s, "
-                  f"{b.min_input_s}-{m['max_input_s']} s")
-    for key in ("teacher", "student", "data", "evaluation"):
-        if key in m:
-            facts.add_row(key, json.dumps(m[key]) if not isinstance(m[key], str) else m[key])
-    facts.add_row("default variant", m["default_variant"])
-    out = Console()
-    out.print(facts)
-    out.print(variants_table(b, "variants"))
+    name = variant or choose_variant(b, target=target.value, backends=["onnxruntime", "openvino"]).name
+    manifest = pack_bundle(b, name, out, overwrite)
+    size = sum(f.bytes for f in manifest.files.values()) / 1e6
+    print(clean(f"wrote {out}: variant {name}, {size:.1f} MB"), file=sys.stderr)
 
 
-def variants_table(bundle, title: str) -> Table:
-    """One row per variant: files, precision, size, accuracy and parity (``info`` and the export summary)."""
-    m = bundle.manifest
-    table = Table(title=title)
-    for col in ("variant", "files", "format", "precision", "quantization", "MB", "UA", "WA", "F1",
-                "top-1 agree", "max |dp|"):
-        table.add_column(col)
-    for name, v in bundle.variants.items():
-        mb = sum(m["files"][f]["bytes"] for f in v.files) / 1e6
-        fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
-        table.add_row(name, " ".join(v.files), v.format, v.precision, v.quantization or "-", f"{mb:.1f}",
-                      fmt(v.metrics, "ua"), fmt(v.metrics, "wa"), fmt(v.metrics, "f1"),
-                      fmt(v.parity, "top1_agreement"), fmt(v.parity, "max_abs_diff"))
-    return table
+def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None:
+    """One file, stdin or the microphone through one stream; events as they come; exit 130 after Ctrl-C."""
+    import contextlib
+
+    from .audio import stream_audio
+    from .mic import Counters, mic_chunks
+    from .run import atomic_text, recognizer_for, run_chunks, stdin_chunks, write_line
+
+    recognizer = recognizer_for(settings)
+    live = mic and sys.stderr.isatty()
+    stream = recognizer.stream(partial=live, smooth=smooth, windows=plot is not None)
+    counters = Counters()
+    sr = recognizer.sample_rate
+    chunks = mic_chunks(device, sr, counters) if mic else stdin_chunks(sr) if input == "-" else \
+        stream_audio(inputs[0], sr=sr)
+    events = []
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(atomic_text(output)) if output else sys.stdout
+        view = None
+        if live:
+            from .view import LiveView
+            view = stack.enter_context(LiveView(recognizer.labels, counters))
+
+        def emit(event) -> None:
+            write_line(f if output else sys.stdout, event.to_json())   # stdout looked up now: the view moves it
+            events.append(event)
+            if view:
+                view.event(event)
+        summary = run_chunks(stream, chunks, emit, counters, skip_bad=mic, on_chunk=view.update if view else None)
+    print(summary.line(), file=sys.stderr)
+    if plot is not None:
+        from .timeline import plot_timeline
+        plot_timeline(events, recognizer.labels, summary.audio_s, plot,
+                      title=f"{Path(input).name if input not in (None, '-') else 'stream'}: {recognizer.variant}")
+        print(clean(f"wrote {plot}"), file=sys.stderr)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _run_batch(files, settings, output, jobs, dask) -> None:
+    """Every file, in worker processes or on Dask; each file's lines at once; resume from --output."""
+    import contextlib
+
+    from .run import done_files, run_batch
+
+    skip = done_files(output) if output else set()
+    if settings.threads is None and jobs > 1:
+        from dataclasses import replace
+        settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // jobs))
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(open(output, "a", encoding="utf-8")) if output else sys.stdout
+        if dask:
+            from .distributed import dask_client, run_dask
+            client = stack.enter_context(dask_client(dask))
+            counts = run_dask(files, settings, f, client, skip)
+        else:
+            counts = run_batch(files, settings, f, jobs, skip)
+    print(f"edge-ser run: {counts['files']} files: {counts['processed']} processed, {counts['resumed']} already in "
+          f"{output} (skipped), {counts['errors']} unreadable (error records); {counts['segments']} segments",
+          file=sys.stderr)
+
+
+def _register_plugins(argv: list[str]) -> None:
+    """Add the toolchain's commands (entry points), loading them only for the top-level help or when one of them
+    is the command (so `edge-ser run` imports nothing of the toolchain); a stub `export` says what to install
+    when the toolchain is absent."""
+    from .plugins import COMMANDS, find, load
+
+    found = find(COMMANDS)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for name, ep in found.items():
+        if command is None or command == name:
+            register = load(ep)
+            if register is not None:
+                register(app)
+    if "export" not in found:
+        @app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        def export(ctx: typer.Context):
+            """Learn a head, distill, quantize and write a bundle (needs edge-ser[export])."""
+            raise EdgeSerError("edge-ser export needs the export toolchain: pip install edge-ser[export]")
+
+
+def _error(message: str) -> int:
+    """One line on stderr, never wrapped or interpreted, whatever the terminal."""
+    sys.stderr.write("error: " + clean(message, 2000) + "\n")
+    sys.stderr.flush()
+    return 2
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(143)   # unwinds like Ctrl-C: partial outputs are cleaned up
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one message and exit 2, without a traceback."""
+    """Entry point: user errors print one line and exit 2, Ctrl-C exits 130, SIGTERM 143."""
+    from .progress import set_enabled
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    set_enabled(sys.stderr.isatty())
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    argv = sys.argv[1:] if argv is None else argv
+    _register_plugins(argv)
+    command = typer.main.get_command(app)
     try:
-        app(args=argv)
+        code = command.main(args=argv, prog_name="edge-ser", standalone_mode=False)
     except EdgeSerError as e:
-        console.print("[bold red]error:[/]", escape(str(e)), highlight=False)
-        sys.exit(2)
+        sys.exit(_error(str(e)))
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":   # `edge-ser` alone: show the help
+            print(e.ctx.get_help())
+            sys.exit(0)
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        sys.exit(_error(e.format_message() + hint))
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()   # the reader went away (e.g. `| head`): not an error of ours
+        sys.exit(141)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@
   (``ROOT/LABEL/SPEAKER/file``) when there is one, else parsed from an EmoDB or RAVDESS-style
   file name, else ``"unknown"``.
 
+A folder holding ``manifest.csv`` (or ``.tsv``) is read through it: a manifest wins over the layout. When the
+files sit in label folders *and* their names carry labels (EmoDB, RAVDESS), both must agree; a disagreement is
+an error naming both. Hidden files and folders (``.name``) are ignored. A manifest that is not UTF-8 is read
+as Latin-1.
+
 Labels are lower-case English nouns (folder and manifest labels are lower-cased). Items that
 cannot be used are skipped and counted by reason in `Corpus.skipped`.
 """
@@ -25,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import track
+import logging
 
 from .audio import AUDIO_SUFFIXES, is_silent, load_audio
 from .errors import AudioError, DatasetError, LabelError
+from .progress import progress
+
+log = logging.getLogger(__name__)
 
 EMODB_LABELS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
                 "F": "happiness", "T": "sadness", "N": "neutral"}
@@ -93,8 +100,13 @@ class Fold:
     test_speakers: list[str]
 
 
+MANIFEST_NAMES = ("manifest.csv", "manifest.tsv")
+
+
 def _audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    """Audio files under ``root``, hidden files and folders excepted, sorted."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def _pick_ravdess_scheme(files: list[Path]) -> str:
@@ -141,9 +153,20 @@ def _speaker_from_name(stem: str) -> str:
     return UNKNOWN_SPEAKER
 
 
+def _manifest_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        log.warning("%s is not UTF-8; reading it as Latin-1", path)
+        return data.decode("latin-1")
+
+
 def _read_manifest(path: Path, corpus: Corpus) -> None:
+    import io
+
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(_manifest_text(path), newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:
@@ -165,6 +188,21 @@ def _read_manifest(path: Path, corpus: Corpus) -> None:
                 corpus.items.append(Item(file, label, speaker))
 
 
+def _check_folder_labels(root: Path, items: list[Item]) -> None:
+    """When every file sits in a sub-folder and those folders look like labels, they must agree with the labels
+    the file names give (a disagreement means the user meant the folders)."""
+    if not items or any(it.path.parent == root for it in items):
+        return
+    folder = {it.path: it.path.relative_to(root).parts[0].strip().lower() for it in items}
+    if not set(folder.values()) & {it.label for it in items}:
+        return   # the folders are not labels (speakers, sessions, ...)
+    for it in items:
+        if folder[it.path] != it.label:
+            raise DatasetError(f"{it.path}: its folder says {folder[it.path]!r} but its file name says {it.label!r}; "
+                               "the two label sources disagree: rename the folders, or list the files in a CSV "
+                               "manifest (path,label,speaker)")
+
+
 def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme: str = "auto") -> Corpus:
     """Load a labelled corpus from a folder or a CSV/TSV manifest (see the module docstring).
 
@@ -179,13 +217,22 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
     if path.is_file() and path.suffix.lower() not in (".csv", ".tsv"):
         raise DatasetError(f"{path}: a corpus is a folder of audio or a .csv/.tsv manifest, not a "
                            f"{path.suffix or 'suffix-less'} file")
+    if path.is_dir() and scheme in ("auto", "manifest"):
+        inner = next((path / n for n in MANIFEST_NAMES if (path / n).is_file()), None)
+        if inner is not None:
+            log.info("%s: reading the corpus through %s", path, inner.name)
+            return load_corpus(inner, known_labels, "manifest")
     files = [] if path.is_file() else _audio_files(path)
     if path.is_dir() and not files:
         raise DatasetError(f"{path}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder or below; "
                            "point at the folder that holds the recordings")
     if scheme == "auto":
         scheme = _detect(path, files)
-    corpus = Corpus(items=[], labels=[], name=path.stem if path.is_file() else path.name, scheme=scheme)
+    if path.is_file():
+        name = path.parent.name if path.stem == "manifest" else path.stem
+    else:
+        name = path.name
+    corpus = Corpus(items=[], labels=[], name=name, scheme=scheme)
 
     if scheme == "manifest":
         if not path.is_file():
@@ -206,6 +253,7 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
                 corpus.skip("unrecognised file name", f)
             else:
                 corpus.items.append(Item(f, *parsed))
+        _check_folder_labels(path, corpus.items)
 
     if not corpus.items:
         raise DatasetError(f"{path}: no usable items ({corpus.skip_summary()}); "
@@ -220,7 +268,7 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
     return corpus
 
 
-def load_waveforms(corpus: Corpus, progress: bool = True) -> tuple[list[np.ndarray], Corpus]:
+def load_waveforms(corpus: Corpus, show_progress: bool = True) -> tuple[list[np.ndarray], Corpus]:
     """Decode every item to float32 mono 16 kHz; bad or silent files become counted skips.
 
     Returns the waveforms and a new Corpus holding only the decoded items (in the same order).
@@ -228,8 +276,7 @@ def load_waveforms(corpus: Corpus, progress: bool = True) -> tuple[list[np.ndarr
     kept = Corpus(items=[], labels=[], name=corpus.name, scheme=corpus.scheme,
                   skipped=Counter(corpus.skipped), examples={k: list(v) for k, v in corpus.examples.items()})
     waves = []
-    for it in track(corpus.items, description=f"decoding {corpus.name}", disable=not progress,
-                    console=Console(stderr=True)):
+    for it in progress(corpus.items, description=f"decoding {corpus.name}", enabled=show_progress):
         try:
             x = load_audio(it.path)
         except AudioError as e:

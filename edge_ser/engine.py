@@ -1,16 +1,49 @@
-"""Inference engines: one bundle variant on ONNX Runtime or OpenVINO, ``audio[B, N] -> probs[B, C]``."""
+"""Inference engines: one bundle variant on ONNX Runtime or OpenVINO, ``audio[B, N] -> probs[B, C]``.
+
+An engine runs only bytes the bundle's checksums cover (:meth:`Bundle.read`): the ONNX file is given to ONNX
+Runtime as bytes with an empty private folder for external data, the OpenVINO IR as bytes and a weights
+tensor. Engines are safe to call from several threads (OpenVINO gets one infer request per thread), keep
+memory bounded whatever the input lengths, and refuse outputs that are not probabilities.
+"""
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .bundle import INPUT_NAME, OUTPUT_NAME, Bundle, Variant, load_bundle
+from .bundle import Bundle, load_bundle
 from .errors import BundleError, EdgeSerError
+from .manifest import INPUT_NAME, OUTPUT_NAME, Variant
 
 BACKENDS = ("onnxruntime", "openvino")
+PROB_TOLERANCE = 1e-3     # a probability row must sum to 1 within this
+
+
+def max_threads() -> int:
+    """The most inference threads a user may ask for: four per core (more only oversubscribes the CPU)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and not 1 <= threads <= max_threads():
+        raise EdgeSerError(f"threads must be between 1 and {max_threads()} (4 per core on this machine), "
+                           f"not {threads}")
+
+
+def backend_for(variant: Variant, backend: str | None = None) -> str:
+    """The backend a variant runs on: OpenVINO IR needs openvino; ONNX runs on ``backend`` (onnxruntime default)."""
+    if backend is not None and backend not in BACKENDS:
+        raise EdgeSerError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if variant.format == "openvino":
+        if backend == "onnxruntime":
+            raise EdgeSerError("this variant is an OpenVINO IR: run it with --backend openvino "
+                               "(pip install edge-ser[openvino]) or choose an ONNX variant")
+        return "openvino"
+    return backend or "onnxruntime"
 
 
 @dataclass
@@ -18,6 +51,7 @@ class Engine:
     """A loaded model; ``run`` maps 16 kHz float32 audio ``[B, N]`` to probabilities ``[B, C]``."""
 
     bundle: Bundle
+    name: str
     variant: Variant
     backend: str
     threads: int | None
@@ -29,48 +63,66 @@ class Engine:
 
     def run(self, audio: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(audio, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2:
-            raise ValueError(f"audio must be [batch, samples], not shape {x.shape}")
-        return np.asarray(self._infer(x), dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] == 0:
+            raise ValueError(f"audio must be [batch, samples] with samples > 0, not shape {x.shape}")
+        p = np.asarray(self._infer(x), dtype=np.float32)
+        check_probs(p, len(x), len(self.labels), f"variant {self.name!r}")
+        return p
 
 
-def open_engine(bundle: Bundle | str | os.PathLike, variant: str | None = None,
-                backend: str = "onnxruntime", threads: int | None = None) -> Engine:
-    """Load a bundle variant (the bundle's default if None) on a backend, checksums verified."""
+def check_probs(p: np.ndarray, batch: int, classes: int, what: str) -> None:
+    """Raise BundleError unless ``p`` is [batch, classes] of finite probabilities summing to 1."""
+    if p.shape != (batch, classes):
+        raise BundleError(f"{what} returned shape {p.shape} for {batch} clip(s), but the manifest lists {classes} "
+                          "labels; re-export the bundle")
+    if not np.isfinite(p).all() or (p < -PROB_TOLERANCE).any() or (p > 1 + PROB_TOLERANCE).any() \
+            or (np.abs(p.sum(axis=1) - 1.0) > PROB_TOLERANCE).any():
+        raise BundleError(f"{what} returned values that are not probabilities (NaN, Inf, or rows not summing "
+                          "to 1); the model is broken: re-export the bundle")
+
+
+def open_engine(bundle: Bundle | str | os.PathLike, variant: str | None = None, backend: str | None = None,
+                threads: int | None = None) -> Engine:
+    """Load a bundle variant (``None``: the bundle's default; ``"auto"``: the best for this CPU) on a backend."""
     if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
-    if backend not in BACKENDS:
-        raise EdgeSerError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if threads is not None and threads < 1:
-        raise EdgeSerError(f"threads must be at least 1, not {threads}")
-    v = bundle.variant(variant)
-    if v.format not in ("onnx", "openvino"):
-        raise BundleError(f"variant {v.name!r} has unknown format {v.format!r}; re-export the bundle")
-    if v.format == "openvino" and backend != "openvino":
-        onnx = [name for name, spec in bundle.variants.items() if spec.format == "onnx"]
-        raise BundleError(f"variant {v.name!r} is an OpenVINO IR: run it with --backend openvino "
-                          f"(pip install edge-ser[openvino])"
-                          + (f" or choose an ONNX variant: {', '.join(onnx)}" if onnx else ""))
-    path = bundle.model_path(v)
-    infer = load_graph(path, backend, threads)
-    engine = Engine(bundle, v, backend, threads, infer)
-    probe = engine.run(np.zeros((1, max(1, round(bundle.min_input_s * bundle.sample_rate))), np.float32))
-    if probe.shape != (1, len(bundle.labels)):
-        raise BundleError(f"{path} outputs shape {probe.shape} for one clip, but the manifest lists "
-                          f"{len(bundle.labels)} labels; re-export the bundle")
+        bundle = load_bundle(bundle, verify=False)   # the engine checks the bytes it runs
+    check_threads(threads)
+    if variant == "auto":
+        from .targets import choose_variant
+        variant = choose_variant(bundle, backend).name
+    name, v = bundle.variant(variant)
+    backend = backend_for(v, backend)
+    blobs = [bundle.read(f) for f in v.files]
+    infer = load_graph(blobs, backend, threads, f"{bundle.path / v.files[0]}")
+    engine = Engine(bundle, name, v, backend, threads, infer)
+    engine.run(np.zeros((1, max(1, round(bundle.manifest.input.min_input_s * bundle.manifest.input.sample_rate))),
+                        np.float32))
     return engine
 
 
-def load_graph(path, backend: str = "onnxruntime", threads: int | None = None):
-    """A function ``audio[B, N] -> probs[B, C]`` running one graph file on ``backend``."""
-    return _onnxruntime(path, threads) if backend == "onnxruntime" else _openvino(path, threads)
+def load_graph(blobs: list[bytes], backend: str = "onnxruntime", threads: int | None = None,
+               name: str = "model") -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``audio[B, N] -> probs[B, C]`` running one graph (ONNX bytes, or IR xml + bin bytes)."""
+    check_threads(threads)
+    return _onnxruntime(blobs, threads, name) if backend == "onnxruntime" else _openvino(blobs, threads, name)
 
 
-def _onnxruntime(path, threads: int | None):
+def read_graph(path: str | os.PathLike) -> list[bytes]:
+    """The bytes of a graph file for :func:`load_graph` (an ``.xml`` with its ``.bin``); for the toolchain's files."""
+    path = str(path)
+    files = [path, path[:-4] + ".bin"] if path.endswith(".xml") else [path]
+    out = []
+    for f in files:
+        with open(f, "rb") as fh:
+            out.append(fh.read())
+    return out
+
+
+def _onnxruntime(blobs: list[bytes], threads: int | None, name: str):
     import onnxruntime as ort
 
+    if len(blobs) != 1:
+        raise BundleError(f"{name}: an ONNX variant is one file")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -78,46 +130,71 @@ def _onnxruntime(path, threads: int | None):
     options.log_severity_level = 3
     # no busy-waiting worker threads between calls: a Pi classifying every hop has better uses for the CPU
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise BundleError(f"ONNX Runtime cannot load {path}: {e}; re-export the bundle") from None
+    with tempfile.TemporaryDirectory(prefix="edge-ser-no-external-data-") as empty:
+        # a graph given as bytes would read external data relative to the working directory: point it at an
+        # empty folder, so the engine runs nothing but the checksummed bytes
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        try:
+            session = ort.InferenceSession(blobs[0], options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BundleError(f"ONNX Runtime cannot load {name}: {str(e).splitlines()[0][:300]}; "
+                              "re-export the bundle") from None
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    if INPUT_NAME not in inputs:
-        raise BundleError(f"{path} has inputs {inputs}, not {INPUT_NAME!r}; re-export the bundle")
+    if inputs != [INPUT_NAME]:
+        raise BundleError(f"{name} has inputs {inputs}, not [{INPUT_NAME!r}]; re-export the bundle")
     output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-    return lambda x: session.run([output], {INPUT_NAME: x})[0]
+    return lambda x: session.run([output], {INPUT_NAME: x})[0]   # InferenceSession.run is thread-safe
 
 
-def _openvino(path, threads: int | None):
+def quiet_openvino_telemetry() -> None:
+    """Decline OpenVINO's usage telemetry for this process (importing openvino otherwise contacts Google
+    Analytics and writes ``~/intel``): every consent check of ``openvino_telemetry`` answers "declined"."""
     try:
-        import openvino as ov
+        from openvino_telemetry.utils import opt_in_checker
+    except ImportError:
+        return
+    opt_in_checker.OptInChecker.check = lambda self, *a, **k: opt_in_checker.ConsentCheckResult.DECLINED
+
+
+def import_openvino():
+    """``openvino`` with its telemetry off; a clear error naming the extra when it is missing."""
+    quiet_openvino_telemetry()
+    try:
+        import openvino
     except ImportError:
         raise EdgeSerError("the openvino backend needs OpenVINO: pip install edge-ser[openvino] "
                            "(or use --backend onnxruntime)") from None
-    # f32 hint: CPUs with bf16 units would otherwise run fp32 graphs in bf16 and lose parity with torch
-    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
+    return openvino
+
+
+def _openvino(blobs: list[bytes], threads: int | None, name: str):
+    ov = import_openvino()
+    # f32 hint: CPUs with bf16 units would otherwise run fp32 graphs in bf16 and lose parity with torch.
+    # No runtime cache: it keeps compiled kernels for every input shape seen (+0.5 GB per 1000 lengths).
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32",
+              "CPU_RUNTIME_CACHE_CAPACITY": "0"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     try:
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        core = ov.Core()
+        if len(blobs) == 2:   # IR: xml text and its weights
+            model = core.read_model(model=blobs[0], weights=ov.Tensor(np.frombuffer(blobs[1], np.uint8).copy()))
+        else:                 # an ONNX graph (no external data can be reached from bytes)
+            model = core.read_model(model=blobs[0])
+        compiled = core.compile_model(model, "CPU", config)
     except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
-        raise BundleError(f"OpenVINO cannot load {path}: {e}; re-export the bundle") from None
-    audio = _port(compiled.inputs, INPUT_NAME, path)
-    probs = _port(compiled.outputs, OUTPUT_NAME, path)
-    request = compiled.create_infer_request()
+        raise BundleError(f"OpenVINO cannot load {name}: {str(e).splitlines()[0][:300]}; "
+                          "re-export the bundle") from None
+    if len(compiled.inputs) != 1:
+        raise BundleError(f"{name} has {len(compiled.inputs)} inputs, not one ({INPUT_NAME!r}); re-export the bundle")
+    output = next((p for p in compiled.outputs if OUTPUT_NAME in p.get_names()), compiled.outputs[0])
+    local = threading.local()   # an infer request holds its tensors: one per thread
 
     def infer(x: np.ndarray) -> np.ndarray:
-        request.infer({audio: x})
-        return request.get_tensor(probs).data.copy()
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        request.infer({0: x})
+        return request.get_tensor(output).data.copy()
     return infer
-
-
-def _port(ports, name: str, path):
-    for port in ports:
-        if name in port.get_names():
-            return port
-    if len(ports) == 1 or (ports and name == OUTPUT_NAME):
-        return ports[0]
-    raise BundleError(f"{path} has no tensor named {name!r}; re-export the bundle")

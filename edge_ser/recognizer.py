@@ -1,24 +1,27 @@
-"""Emotion recognition for a clip (``predict``) or a stream (``stream().feed(chunk)``).
+"""Emotion recognition for a clip (``Recognizer.predict``) or a stream (``Recognizer.stream().feed(chunk)``).
+
+The :class:`Recognizer` is stateless once built (a bundle on an engine, windowing, VAD settings), so one
+recognizer serves any number of streams, also from several threads; all streaming state (VAD, buffered audio,
+the live view's probabilities) lives in the :class:`Stream` it creates (sherpa-onnx's recognizer / stream).
 
 A clip no longer than the window is classified whole; a longer one in overlapping windows whose
-probabilities are averaged. A stream goes through a VAD first: each finished speech segment
-becomes one :class:`Event`. Streaming gives the same events as whole-array processing of the
-same audio, whatever the chunk sizes.
+probabilities are averaged. A stream goes through a VAD first: each finished speech segment becomes one
+:class:`Event`. Streaming gives the same events as whole-array processing, whatever the chunk sizes.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import audio
-from .bundle import Bundle
+from .bundle import Bundle, load_bundle
 from .engine import open_engine
 from .errors import AudioError, EdgeSerError
-from .vad import Segment, VadOptions, make_vad
+from .vad import Segment, Vad, VadOptions, check_vad
 
 BATCH = 8  # windows per engine call
 
@@ -30,6 +33,10 @@ class Prediction:
     label: str
     probs: dict[str, float]
 
+    @classmethod
+    def of(cls, labels: list[str], p: np.ndarray) -> Prediction:
+        return cls(labels[int(np.argmax(p))], {k: float(v) for k, v in zip(labels, p)})
+
 
 @dataclass
 class Event:
@@ -40,16 +47,21 @@ class Event:
     label: str
     probs: dict[str, float]
     latency_ms: float   # from receiving the audio that ended the segment to the event
+    windows: list[tuple[float, float, list[float]]] | None = field(default=None, repr=False)
+    # (start_s, end_s, probabilities) of each window, when the stream was asked for them (timeline plots)
+
+    def to_dict(self) -> dict:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "label": self.label,
+                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "latency_ms": round(self.latency_ms, 2)}
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d.update(start=round(self.start, 3), end=round(self.end, 3), latency_ms=round(self.latency_ms, 2),
-                 probs={k: round(v, 4) for k, v in self.probs.items()})
-        return json.dumps(d)
+        return json.dumps(self.to_dict(), allow_nan=False)
 
 
 def window_spans(n: int, window: int, hop: int) -> list[tuple[int, int]]:
     """Overlapping ``[start, end)`` windows covering ``n`` samples; the last one ends at ``n``."""
+    if hop < 1:
+        raise ValueError(f"hop must be at least one sample, not {hop}")
     if n <= window:
         return [(0, n)]
     spans = [(s, s + window) for s in range(0, n - window + 1, hop)]
@@ -64,41 +76,49 @@ class Recognizer:
     Parameters
     ----------
     bundle : Bundle or path of a bundle directory.
-    variant : bundle variant (``fp32``, ``int8``, ...); the bundle's default if None.
-    backend : ``onnxruntime`` or ``openvino``.
+    variant : a variant name (see ``edge-ser info``), ``"auto"`` (the best for this CPU) or None (the
+        bundle's default).
+    backend : ``onnxruntime`` or ``openvino``; None picks by the variant's format.
     threads : inference threads (the backend's default if None).
     window_s, hop_s : windowing of long clips and segments; the bundle's if None.
-    vad : ``energy`` or ``webrtc``; ``vad_options`` tunes it.
+    vad : ``energy``, ``webrtc`` or ``silero``; ``vad_options`` tunes it.
     """
 
-    def __init__(self, bundle: Bundle | str | os.PathLike, variant: str | None = None,
-                 backend: str = "onnxruntime", threads: int | None = None, window_s: float | None = None,
-                 hop_s: float | None = None, vad: str = "energy", vad_options: VadOptions | None = None):
+    def __init__(self, bundle: Bundle | str | os.PathLike, variant: str | None = "auto", backend: str | None = None,
+                 threads: int | None = None, window_s: float | None = None, hop_s: float | None = None,
+                 vad: str = "energy", vad_options: VadOptions | None = None):
+        bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
         self.engine = open_engine(bundle, variant, backend, threads)
-        b = self.bundle = self.engine.bundle
-        self.labels = b.labels
-        self.sample_rate = b.sample_rate
-        self.window_s = float(window_s if window_s is not None else b.window_s)
-        self.hop_s = float(hop_s if hop_s is not None else b.hop_s)
-        max_s = float(b.manifest["max_input_s"])
-        if not b.min_input_s <= self.window_s <= max_s:
-            raise EdgeSerError(f"window {self.window_s} s is outside what the model takes "
-                               f"({b.min_input_s}..{max_s} s); choose another --window")
-        if not 0 < self.hop_s <= self.window_s:
-            raise EdgeSerError(f"hop {self.hop_s} s must be above 0 and at most the window "
-                               f"({self.window_s} s); choose another --hop")
+        self.bundle, self.labels = bundle, bundle.labels
+        spec = bundle.manifest.input
+        self.sample_rate = spec.sample_rate
+        self.window_s = float(window_s if window_s is not None else spec.window_s)
+        self.hop_s = float(hop_s if hop_s is not None else spec.hop_s)
         self.window = round(self.window_s * self.sample_rate)
         self.hop = round(self.hop_s * self.sample_rate)
-        self.min_input = round(b.min_input_s * self.sample_rate)
-        self.vad = vad
-        self.vad_options = vad_options or VadOptions()
-        make_vad(vad, self.vad_options, self.sample_rate)  # fail now on a bad name or missing package
+        self.min_input = max(1, round(spec.min_input_s * self.sample_rate))
+        if not spec.min_input_s <= self.window_s <= spec.max_input_s:
+            raise EdgeSerError(f"window {self.window_s} s is outside what the model takes "
+                               f"({spec.min_input_s}..{spec.max_input_s} s); choose another --window")
+        if not (0 < self.hop_s <= self.window_s and self.hop >= 1):
+            raise EdgeSerError(f"hop {self.hop_s} s must be at least one sample (1/{self.sample_rate} s) and at most "
+                               f"the window ({self.window_s} s); choose another --hop")
+        self.vad, self.vad_options = vad, vad_options or VadOptions()
+        check_vad(vad, self.vad_options, self.sample_rate)
+
+    @property
+    def variant(self) -> str:
+        return self.engine.name
 
     def classify(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities of 16 kHz float32 samples: whole or averaged over windows.
+        """Probabilities of 16 kHz float32 samples: whole, or averaged over windows.
 
         Audio shorter than the bundle's ``min_input_s`` is repeated (tiled) up to that length.
         """
+        return self.classify_windows(x)[1].mean(axis=0)
+
+    def classify_windows(self, x: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """The windows of ``x`` and the probabilities of each ``[windows, labels]``."""
         if len(x) == 0:
             raise AudioError("no samples to classify; pass at least one sample")
         if len(x) < self.min_input:
@@ -106,44 +126,47 @@ class Recognizer:
         spans = window_spans(len(x), self.window, self.hop)
         windows = np.stack([x[s:e] for s, e in spans])
         probs = np.concatenate([self.engine.run(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)])
-        return probs.mean(axis=0)
+        return spans, probs
 
-    def predict(self, waveform: np.ndarray, sample_rate: int = 16000) -> Prediction:
-        """Emotion of a clip (``[samples]`` or ``[samples, channels]``, resampled if needed)."""
-        x = audio.prepare(np.asarray(waveform), sample_rate, out_sr=self.sample_rate, name="waveform")
-        return self._prediction(self.classify(x))
+    def predict(self, waveform: np.ndarray, sample_rate: int = audio.SAMPLE_RATE,
+                channel_axis: int | None = None) -> Prediction:
+        """Emotion of a clip: 1-D samples (or 2-D with ``channel_axis``), resampled if needed."""
+        x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
+        return Prediction.of(self.labels, self.classify(x))
 
-    def stream(self, partial: bool = False, smooth: float = 0.0) -> Stream:
+    def stream(self, partial: bool = False, smooth: float = 0.0, windows: bool = False) -> Stream:
         """A new stream (see :class:`Stream`)."""
-        return Stream(self, partial=partial, smooth=smooth)
+        return Stream(self, partial=partial, smooth=smooth, windows=windows)
 
-    def process(self, waveform: np.ndarray, sample_rate: int = 16000) -> list[Event]:
+    def process(self, waveform: np.ndarray, sample_rate: int = audio.SAMPLE_RATE,
+                channel_axis: int | None = None) -> list[Event]:
         """Events of a whole array at once: VAD, then one event per speech segment."""
-        x = audio.prepare(np.asarray(waveform), sample_rate, out_sr=self.sample_rate, name="waveform")
+        x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
         stream = self.stream()
         return stream.feed(x) + stream.flush()
-
-    def _prediction(self, p: np.ndarray) -> Prediction:
-        return Prediction(self.labels[int(np.argmax(p))], {k: float(v) for k, v in zip(self.labels, p)})
 
 
 class Stream:
     """Incremental recognition: ``feed(chunk)`` and, at the end, ``flush()`` return finished events.
 
-    Chunks are float (or signed int) samples at the bundle's sample rate, of any length. Only the
-    audio of the open segment (at most ``max_speech_s`` plus padding) is kept. With
-    ``partial=True`` the open segment's latest window is classified every hop and ``current``
-    holds the (exponentially ``smooth``-ed) probabilities for a live view.
+    Chunks are 1-D float (or signed int) samples at the bundle's sample rate, of any length. Only the audio of
+    the open segment (at most ``max_speech_s`` plus padding) is kept. With ``partial=True`` the open segment's
+    latest window is classified every hop and ``current`` holds the (exponentially ``smooth``-ed)
+    probabilities for a live view. With ``windows=True`` every event carries its windows' probabilities.
+    ``reset()`` starts over (a new recording) without building a new stream.
     """
 
-    def __init__(self, recognizer: Recognizer, partial: bool = False, smooth: float = 0.0):
+    def __init__(self, recognizer: Recognizer, partial: bool = False, smooth: float = 0.0, windows: bool = False):
         if not 0.0 <= smooth < 1.0:
             raise EdgeSerError(f"smooth must be in [0, 1), not {smooth}")
         self.recognizer = recognizer
         self.sample_rate = recognizer.sample_rate
-        self.vad = make_vad(recognizer.vad, recognizer.vad_options, self.sample_rate)
-        self.partial = partial
-        self.smooth = smooth
+        self.partial, self.smooth, self.keep_windows = partial, smooth, windows
+        self.reset()
+
+    def reset(self) -> None:
+        r = self.recognizer
+        self.vad = Vad(r.vad, r.vad_options, self.sample_rate)
         self.current: dict[str, float] | None = None
         self._buffer = np.zeros(0, np.float32)
         self._base = 0          # stream sample index of _buffer[0]
@@ -164,8 +187,7 @@ class Stream:
         x = np.asarray(chunk)
         if x.size == 0:
             return []
-        x = audio.prepare(x, self.sample_rate, out_sr=self.sample_rate,
-                          name=f"audio chunk at {self.position_s:.2f} s")
+        x = audio.prepare(x, self.sample_rate, out_sr=self.sample_rate, name=f"audio chunk at {self.position_s:.2f} s")
         self._buffer = np.concatenate([self._buffer, x])
         events = self._events(self.vad.feed(x), t0)
         if self.partial:
@@ -181,12 +203,16 @@ class Stream:
 
     def _events(self, segments: list[Segment], t0: float) -> list[Event]:
         events = []
+        sr = self.sample_rate
         for seg in segments:
-            p = self.recognizer.classify(self._buffer[seg.start - self._base:seg.end - self._base])
+            spans, probs = self.recognizer.classify_windows(self._buffer[seg.start - self._base:seg.end - self._base])
+            p = probs.mean(axis=0)
             self._show(p)
-            pred = self.recognizer._prediction(p)
-            events.append(Event(seg.start / self.sample_rate, seg.end / self.sample_rate, pred.label,
-                                pred.probs, (time.perf_counter() - t0) * 1000.0))
+            pred = Prediction.of(self.recognizer.labels, p)
+            windows = [((seg.start + s) / sr, (seg.start + min(e, seg.end - seg.start)) / sr, w.tolist())
+                       for (s, e), w in zip(spans, probs)] if self.keep_windows else None
+            events.append(Event(seg.start / sr, seg.end / sr, pred.label, pred.probs,
+                                (time.perf_counter() - t0) * 1000.0, windows))
         return events
 
     def _update_partial(self) -> None:

@@ -1,19 +1,22 @@
-"""Distill a teacher encoder into a cheaper student (DistilHuBERT-style layer prediction).
+"""Distill a teacher encoder into a cheaper student (DistilHuBERT-style layer prediction, task-aligned).
 
-The student trunk (fewer / narrower layers, see ``teachers.make_student``) carries one linear prediction
-head per teacher hidden state, so its output has the teacher's shape ``[L, B, T, D]``: the teacher's head
-works on it unchanged, and a head refitted on the student sees the same kind of features.
+The student trunk (fewer, narrower or strided blocks, see ``teachers.make_student``) carries one linear
+prediction per teacher hidden state the head reads (``Student.targets``), so the teacher's head works on its
+output unchanged and a head refitted on the student sees the same kind of features.
 
-Given the teacher's emotion head, distillation is also task-aware: the student's predicted layers, pooled
-and passed through that frozen head, must reproduce the teacher's emotion distribution (KL divergence at a
-temperature) on the same unlabeled audio, and where the head reads only some layers (a linear head reads
-the one inner cross-validation chose) only those are reproduced frame by frame: fitting the others pulled
-the student away from them (EmoDB, 2-layer student: UA 0.68 against 0.71 for 1 layer). No labels are used.
+Targets are aligned with what the head reads: (1) the frames of those teacher layers, standardised per
+dimension (L1 - log sigmoid cosine, DistilHuBERT); (2) their mean+std pooled statistics, the head's actual
+input (MSE, standardised); (3) given the teacher's head, its emotion distribution (KL at a temperature) after
+a warm-up epoch. No labels are used. The predictions start as the closed-form least-squares fit of the target
+layers on the trunk's last layer (:func:`fit_predictions`), most of the gain for a student close to the teacher.
 
-An epoch is kept only if it helps: given ``validate`` (a score of the student on speakers whose audio
-distillation never sees, e.g. the UA of a head refitted on the other training speakers), the student is scored
-before training and after every epoch, and the best-scoring weights are returned. Without it, distillation
-drifted a teacher-initialised student below its starting point on EmoDB's held-out speakers (UA 0.83 -> 0.69).
+Training audio is cut into pieces of at most ``max_clip_s`` and, with ``augment`` > 0, each piece also gets
+that many augmented copies (speed 0.9-1.1, gain -6..+6 dB, white noise at 15-35 dB SNR), the teacher's targets
+being computed on the augmented audio. An epoch is kept only if ``validate`` (the UA of a head refitted on the
+student, on speakers distillation never sees) says it is the best so far (epoch 0 = the closed-form start).
+
+Under torchrun (:mod:`.parallel`) every process computes the targets of its share of the pieces; a step's
+gradient is summed over the processes, so training matches one process with the same ``batch``.
 """
 from __future__ import annotations
 
@@ -23,27 +26,33 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
+import soxr
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
+from edge_ser.audio import SAMPLE_RATE
+from edge_ser.progress import bar
+
+from . import parallel
 from .features import pool_layers
-from .teachers import Teacher, ffn_layers, make_student
-
+from .teachers import Encoder, ffn_layers, make_student
 
 PRUNE_CLIPS = 200   # clips that rank and refit the pruned feed-forward units
 
 
 @dataclass
 class DistillConfig:
-    depth: int = 1                 # student transformer layers
+    blocks: int = 1                # student transformer blocks
     width: int | None = None       # student width (None: the teacher's)
-    init: str = "teacher"          # "teacher" (copy front end and layers) | "random"
+    init: str = "teacher"          # "teacher" (copy front end and blocks) | "random"
     time_stride: int = 1           # student frames = teacher frames / time_stride
     ffn: int | None = None         # hidden units kept in each feed-forward block (None: all)
-    epochs: int = 3                # passes over the unlabeled clips
+    epochs: int = 3                # passes over the pieces
     lr: float = 3e-5
+    batch: int = 8                 # pieces per optimiser step (split across processes under torchrun)
     max_clip_s: float = 6.0        # longer clips are cut into pieces of at most this length
+    augment: int = 1               # augmented copies of every piece
+    pool_weight: float = 1.0       # weight of the pooled-statistics term
     kd_weight: float = 1.0         # weight of the KL term on the teacher head's distribution
     kd_warmup: int = 1             # epochs of layer prediction alone before the KL term joins
     temperature: float = 2.0
@@ -51,17 +60,22 @@ class DistillConfig:
 
 
 class Student(torch.nn.Module):
-    """Student trunk + a linear prediction of every teacher hidden state from the trunk's last layer."""
+    """Student trunk + a linear prediction of each target teacher layer from the trunk's last layer."""
 
-    def __init__(self, trunk: Teacher, n_targets: int, target_dim: int):
+    def __init__(self, trunk: Encoder, targets: list[int], target_dim: int):
         super().__init__()
         self.trunk = trunk
-        self.predict = torch.nn.ModuleList(torch.nn.Linear(trunk.dim, target_dim) for _ in range(n_targets))
+        self.targets = list(targets)    # the teacher layer each prediction reproduces
+        self.predict = torch.nn.ModuleList(torch.nn.Linear(trunk.dim, target_dim) for _ in self.targets)
         if trunk.dim == target_dim:   # start as the truncated teacher: every prediction = the last layer
             for p in self.predict:
                 torch.nn.init.eye_(p.weight)
                 torch.nn.init.zeros_(p.bias)
-        self.n_layers, self.dim = n_targets, target_dim
+        self.dim = target_dim
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.targets)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         last = self.trunk(audio)[-1]
@@ -69,7 +83,7 @@ class Student(torch.nn.Module):
 
 
 def keep_used_layers(student: Student, head: torch.nn.Module) -> None:
-    """Drop the prediction heads that ``head`` ignores (a linear head reads only its chosen layers).
+    """Drop the predictions that ``head`` ignores (a linear head reads only its chosen layers).
 
     Edits both in place: the student predicts only those layers and the head reads them in order.
     A head that weighs every layer (no ``layers`` buffer) leaves both unchanged.
@@ -79,46 +93,57 @@ def keep_used_layers(student: Student, head: torch.nn.Module) -> None:
         return
     idx = layers.tolist()
     student.predict = torch.nn.ModuleList(student.predict[i] for i in idx)
-    student.n_layers = len(idx)
+    student.targets = [student.targets[i] for i in idx]
     head.norm.mean, head.norm.scale = head.norm.mean[layers], head.norm.scale[layers]
     head.layers = torch.arange(len(idx))
 
 
 def ridge(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
           strength: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight [out, in] and bias [out] of the ridge regression of Y on X over (X [n, in], Y [n, out]) batches."""
+    """Weight [out, in] and bias [out] of the ridge regression of Y on X over (X [n, in], Y [n, out]) batches,
+    summed over processes under torchrun."""
     gram = xty = 0
     for x, y in pairs:
-        x = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+        x = torch.cat([x, torch.ones(len(x), 1, device=x.device)], 1).double()
         gram, xty = gram + x.T @ x, xty + x.T @ y.double()
-    gram += strength * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    gram, xty = parallel.all_reduce(gram), parallel.all_reduce(xty)
+    gram += strength * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
     w = torch.linalg.solve(gram, xty)
     return w[:-1].T.float(), w[-1].float()
 
 
-def fit_predictions(student: Student, clips: list[torch.Tensor], targets: list[torch.Tensor],
-                    used: torch.Tensor) -> None:
-    """Start the used predictions as the ridge regression of their target layers on the trunk's last layer.
+def fit_predictions(student: Student, clips: list[torch.Tensor], targets: list[torch.Tensor]) -> None:
+    """Set every prediction to the ridge regression of its target layer on the trunk's last layer.
 
-    The trunk's last state is not the teacher layer it should predict (a truncated Whisper ends in the final
-    layer norm; a narrow student has another width), so gradient steps from an identity or random start first
-    spend themselves on scale and outlier dimensions; the closed form does that part exactly. On EmoDB it is
-    most of the gain: a 1-block student's held-out UA goes from 0.829 (identity start) to 0.851.
+    ``targets[i]`` is [len(student.targets), 1, T, D] for ``clips[i]`` (this process's share). The trunk's last
+    state is not the teacher layer it should predict (a truncated Whisper ends in the final layer norm; a narrow
+    student has another width), so gradient steps from an identity or random start first spend themselves on
+    scale and outlier dimensions; the closed form does that part exactly. On EmoDB it is most of the gain: a
+    1-block student's held-out UA goes from 0.829 (identity start) to 0.851.
     """
     def pairs():
-        for c, tg in zip(clips, targets):   # trunk frames, and the targets [len(used), T, D] -> [T, len(used) * D]
+        for c, tg in zip(clips, targets):   # trunk frames, and the targets [k, T, D] -> [T, k * D]
             f = student.trunk(c)[-1][0]
             n = min(len(f), tg.shape[2])
             yield f[:n], tg[:, 0, :n].transpose(0, 1).flatten(1)
     with torch.no_grad():
         weight, bias = ridge(pairs())
-        for j, layer in enumerate(used.tolist()):
+        for j, p in enumerate(student.predict):
             rows = slice(j * student.dim, (j + 1) * student.dim)
-            student.predict[layer].weight.copy_(weight[rows])
-            student.predict[layer].bias.copy_(bias[rows])
+            p.weight.copy_(weight[rows])
+            p.bias.copy_(bias[rows])
 
 
-def prune_ffn(trunk: Teacher, clips: list[torch.Tensor], keep: int) -> None:
+def fit_predictions_on(student: Student, teacher: Encoder, waves: list[np.ndarray], max_s: float = 6.0) -> None:
+    """Refit the student's predictions on ``waves`` (e.g. every labelled speaker for the shipped bundle)."""
+    clips = [_tensor(w) for w in parallel.shard(pieces(waves, max_s))]
+    factor = student.trunk.frame_hop // teacher.frame_hop
+    with torch.no_grad():
+        targets = [to_frame_rate(teacher(c)[student.targets], factor) for c in clips]
+    fit_predictions(student, clips, targets)
+
+
+def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int) -> None:
     """Keep ``keep`` hidden units in every feed-forward block, block by block, and refit its output layer.
 
     Units are ranked by how much output they carry on ``clips`` (mean |activation| x norm of their output
@@ -128,15 +153,17 @@ def prune_ffn(trunk: Teacher, clips: list[torch.Tensor], keep: int) -> None:
         up, down = getattr(parent, up_name), getattr(parent, down_name)
         if keep >= up.out_features:
             continue
-        seen = []
-        hook = down.register_forward_hook(lambda m, i, o: seen.append((i[0].flatten(0, -2), o.flatten(0, -2))))
+        seen: list = []
+        hook = down.register_forward_hook(lambda m, i, o, seen=seen: seen.append((i[0].flatten(0, -2),
+                                                                                 o.flatten(0, -2))))
         with torch.no_grad():
             for c in clips:
                 trunk(c)
         hook.remove()
-        importance = sum(a.abs().sum(0) for a, _ in seen) * down.weight.norm(dim=0)
+        importance = parallel.all_reduce(sum(a.abs().sum(0) for a, _ in seen)) * down.weight.norm(dim=0)
         idx = importance.topk(keep).indices.sort().values
-        new_up, new_down = torch.nn.Linear(up.in_features, keep), torch.nn.Linear(keep, down.out_features)
+        new_up = torch.nn.Linear(up.in_features, keep).to(up.weight.device)
+        new_down = torch.nn.Linear(keep, down.out_features).to(up.weight.device)
         with torch.no_grad():
             new_up.weight.copy_(up.weight[idx])
             new_up.bias.copy_(up.bias[idx])
@@ -152,9 +179,9 @@ def to_frame_rate(hidden: torch.Tensor, factor: int) -> torch.Tensor:
     """Average ``factor`` consecutive frames of hidden states [L, B, T, D] (a student with a time stride)."""
     if factor == 1:
         return hidden
-    l, b, t, d = hidden.shape
-    pooled = F.avg_pool1d(hidden.reshape(l * b, t, d).transpose(1, 2), factor, ceil_mode=True)
-    return pooled.transpose(1, 2).reshape(l, b, -1, d)
+    layers, b, t, d = hidden.shape
+    pooled = F.avg_pool1d(hidden.reshape(layers * b, t, d).transpose(1, 2), factor, ceil_mode=True)
+    return pooled.transpose(1, 2).reshape(layers, b, -1, d)
 
 
 def distill_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -164,7 +191,7 @@ def distill_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred, target) - F.logsigmoid(F.cosine_similarity(pred, target, dim=-1)).mean()
 
 
-def pieces(waves: list[np.ndarray], max_s: float, sr: int = 16000) -> list[np.ndarray]:
+def pieces(waves: list[np.ndarray], max_s: float, sr: int = SAMPLE_RATE) -> list[np.ndarray]:
     """Cut long clips into pieces of at most ``max_s`` seconds (short remainders dropped)."""
     n = int(max_s * sr)
     out = []
@@ -173,72 +200,129 @@ def pieces(waves: list[np.ndarray], max_s: float, sr: int = 16000) -> list[np.nd
     return out
 
 
-def distill(teacher: Teacher, waves: list[np.ndarray], cfg: DistillConfig, head: torch.nn.Module | None = None,
-            validate: Callable[[Student], float] | None = None) -> tuple[Student, list[dict]]:
-    """Train a student on unlabeled 16 kHz clips to reproduce every hidden state of ``teacher``
-    (and, with the teacher's ``head``, its emotion distribution).
+def augmented(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``x`` at a random speed (0.9-1.1, pitch with it), gain (-6..+6 dB) and white-noise level (15-35 dB SNR)."""
+    speed = rng.uniform(0.9, 1.1)
+    y = soxr.resample(x.astype(np.float32), SAMPLE_RATE * speed, SAMPLE_RATE, quality="HQ")
+    y = y * 10 ** (rng.uniform(-6.0, 6.0) / 20)
+    power = float(np.mean(y ** 2)) + 1e-12
+    y = y + rng.standard_normal(len(y)) * np.sqrt(power / 10 ** (rng.uniform(15.0, 35.0) / 10))
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
 
-    Returns the student (eval mode; with ``validate``, the weights of its best-scoring epoch, 0 = untrained) and
-    one record per epoch: ``{"epoch", "loss", "score", "kept"}``.
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(parallel.device())
+
+
+def _standardiser(tensors: list[torch.Tensor], dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over ``dims`` of this process's tensors, pooled across processes."""
+    total = sum(t.double().sum(dims, keepdim=True) for t in tensors)
+    square = sum((t.double() ** 2).sum(dims, keepdim=True) for t in tensors)
+    count = torch.tensor(float(sum(np.prod([t.shape[d] for d in dims]) for t in tensors)), dtype=torch.float64,
+                         device=parallel.device())
+    total, square, count = parallel.all_reduce(total), parallel.all_reduce(square), parallel.all_reduce(count)
+    mean = total / count
+    std = (square / count - mean ** 2).clamp_min(1e-10).sqrt()
+    return mean[:1].float(), std[:1].float().clamp_min(1e-5)
+
+
+def distill(teacher: Encoder, waves: list[np.ndarray], cfg: DistillConfig, head: torch.nn.Module | None = None,
+            validate: Callable[[Student], float] | None = None) -> tuple[Student, list[dict]]:
+    """Train a student on unlabeled 16 kHz clips to reproduce the teacher layers ``head`` reads (all, without a
+    head or for a head that reads all), their pooled statistics and, with the teacher's ``head``, its emotion
+    distribution.
+
+    Returns the student (eval mode, on the CPU; with ``validate``, the weights of its best-scoring epoch, 0 = the
+    closed-form start) and one record per epoch: ``{"epoch", "loss", "score", "kept"}``.
     """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    teacher.eval()
-    clips = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None] for w in pieces(waves, cfg.max_clip_s)]
-    trunk = make_student(teacher, cfg.depth, cfg.width, cfg.init, cfg.time_stride)
+    dev = parallel.device()
+    teacher = teacher.eval().to(dev)
+    base = pieces(waves, cfg.max_clip_s)
+    arng = np.random.default_rng(cfg.seed)
+    every = base + [augmented(p, arng) for _ in range(cfg.augment) for p in base]   # same list on every process
+    trunk = make_student(teacher, cfg.blocks, cfg.width, cfg.init, cfg.time_stride).to(dev)
     if cfg.ffn:
-        prune_ffn(trunk, [clips[i] for i in rng.sample(range(len(clips)), min(len(clips), PRUNE_CLIPS))], cfg.ffn)
-    student = Student(trunk, teacher.n_layers, teacher.dim)
-    with Progress(transient=True) as bar, torch.no_grad():
-        task = bar.add_task("teacher targets", total=len(clips))
-        used = getattr(head, "layers", torch.arange(teacher.n_layers))   # the layers the head reads
-        targets, soft = [], []
-        for c in clips:
-            hidden = teacher(c)
-            targets.append(to_frame_rate(hidden[used], trunk.frame_hop // teacher.frame_hop))
+        sample = [every[i] for i in rng.sample(range(len(base)), min(len(base), PRUNE_CLIPS))]
+        prune_ffn(trunk, [_tensor(c) for c in parallel.shard(sample)], cfg.ffn)
+    used = getattr(head, "layers", None)
+    used = list(range(teacher.n_layers)) if used is None else used.tolist()
+    student = Student(trunk, used, teacher.dim).to(dev)
+    mine = [i for i in range(len(every)) if parallel.mine(i)]
+    clips, targets, pooled, soft = {}, {}, {}, {}
+    factor = trunk.frame_hop // teacher.frame_hop
+    with bar(len(mine), "teacher targets") as advance, torch.no_grad():
+        for i in mine:
+            clips[i] = _tensor(every[i])
+            hidden = teacher(clips[i])
+            targets[i] = to_frame_rate(hidden[used], factor)
+            pooled[i] = pool_layers(hidden[used])
             if head is not None:
-                soft.append(torch.log_softmax(head(pool_layers(hidden)) / cfg.temperature, -1))
-            bar.advance(task)
-    fit_predictions(student, clips, targets, used)
-    # the loss compares standardised features: Whisper's few huge outlier dimensions would otherwise dominate L1
-    frames = torch.cat([t.flatten(1, 2) for t in targets], dim=1)            # [len(used), frames, D]
-    mean, std = frames.mean(1)[:, None, None], frames.std(1)[:, None, None].clamp_min(1e-5)
-    targets = [(t - mean) / std for t in targets]
-    del frames
+                soft[i] = torch.log_softmax(head.to(dev)(pool_layers(hidden)) / cfg.temperature, -1)
+            advance()
+    fit_predictions(student, [clips[i] for i in mine], [targets[i] for i in mine])
+    # the losses compare standardised features: Whisper's few huge outlier dimensions would otherwise dominate
+    mean, std = _standardiser([targets[i] for i in mine], (1, 2))      # [k, 1, 1, D]
+    pmean, pstd = _standardiser([pooled[i] for i in mine], (0,))       # [1, k, 2D]
+    for i in mine:   # standardised, the targets fit in half precision (3.1 h of audio: 1.2 GB per layer)
+        targets[i] = ((targets[i] - mean) / std).half()
+        pooled[i] = (pooled[i] - pmean) / pstd
     if head is not None:
         head = head.eval().requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    steps = cfg.epochs * len(clips)
+    steps = cfg.epochs * -(-len(every) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.1)
-    history = [{"epoch": 0, "loss": None, "score": validate(student.eval()) if validate else None}]
+
+    def score() -> float | None:
+        return parallel.broadcast(validate(_on_cpu(student)) if validate and parallel.is_main() else None) \
+            if validate else None
+
+    history = [{"epoch": 0, "loss": None, "score": score()}]
     best = (history[0]["score"], 0, copy.deepcopy(student.state_dict()))
-    with Progress() as bar:
-        task = bar.add_task("distilling", total=steps)
+    with bar(steps, "distilling") as advance:
         for epoch in range(cfg.epochs):
-            order = list(range(len(clips)))
+            order = list(range(len(every)))
             rng.shuffle(order)
-            total = 0.0
-            student.train()
-            for k, i in enumerate(order, 1):
-                pred = student(clips[i])
-                loss = distill_loss((pred[used] - mean) / std, targets[i])
-                if head is not None and epoch >= cfg.kd_warmup:
-                    log_p = torch.log_softmax(head(pool_layers(pred)) / cfg.temperature, -1)
-                    loss = loss + cfg.kd_weight * cfg.temperature ** 2 * F.kl_div(
-                        log_p, soft[i], log_target=True, reduction="batchmean")
+            total = torch.zeros(2, dtype=torch.float64, device=dev)   # loss sum, pieces
+            student.to(dev).train()
+            for start in range(0, len(order), cfg.batch):
+                batch = order[start:start + cfg.batch]
                 opt.zero_grad()
-                loss.backward()
+                for i in batch:
+                    if not parallel.mine(i):
+                        continue
+                    pred = student(clips[i])
+                    loss = distill_loss((pred - mean) / std, targets[i].float())
+                    loss = loss + cfg.pool_weight * F.mse_loss((pool_layers(pred) - pmean) / pstd, pooled[i])
+                    if head is not None and epoch >= cfg.kd_warmup:
+                        log_p = torch.log_softmax(head(pool_layers(pred)) / cfg.temperature, -1)
+                        loss = loss + cfg.kd_weight * cfg.temperature ** 2 * F.kl_div(
+                            log_p, soft[i], log_target=True, reduction="batchmean")
+                    (loss / len(batch)).backward()
+                    total += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=dev)
+                for p in params:   # data parallel: the step's gradient is the sum over every process's pieces
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    parallel.all_reduce(p.grad)
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 opt.step()
                 sched.step()
-                total += loss.item()
-                bar.update(task, advance=1, description=f"distilling (epoch {epoch + 1}, loss {total / k:.3f})")
-            score = validate(student.eval()) if validate else None
-            history.append({"epoch": epoch + 1, "loss": total / max(len(clips), 1), "score": score})
-            if validate is None or score > best[0]:
-                best = (score, epoch + 1, copy.deepcopy(student.state_dict()))
+                advance(description=f"distilling (epoch {epoch + 1})")
+            parallel.all_reduce(total)
+            s = score()
+            history.append({"epoch": epoch + 1, "loss": float(total[0] / max(total[1], 1)), "score": s})
+            if validate is None or s > best[0]:
+                best = (s, epoch + 1, copy.deepcopy(student.state_dict()))
     student.load_state_dict(best[2])
     for h in history:
         h["kept"] = h["epoch"] == best[1]
-    return student.eval(), history
+    teacher.cpu()
+    if head is not None:
+        head.cpu()
+    return _on_cpu(student), history
+
+
+def _on_cpu(student: Student) -> Student:
+    return student.cpu().eval()

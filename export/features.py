@@ -15,17 +15,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import track
 from scipy.fft import dct, rfft
 from scipy.stats import kurtosis, skew
 from torch import Tensor
 
-SAMPLE_RATE = 16000
+from edge_ser.audio import SAMPLE_RATE
+from edge_ser.progress import progress as track
+
+from . import parallel
+
 MAX_CHUNK_S = 30.0          # Whisper encoders see at most 30 s; longer clips are embedded in pieces
 POOL_EPS = 1e-8
 BASELINES = ("mfcc", "logmel", "egemaps")
-_console = Console(stderr=True)
 
 
 # ------------------------------------------------------------------------------------------- pretrained
@@ -39,22 +40,30 @@ def pool_layers(hidden: Tensor) -> Tensor:
 def _hidden(model: torch.nn.Module, wave: np.ndarray) -> Tensor:
     """All hidden states ``[L, 1, T, D]`` of one clip; clips over MAX_CHUNK_S are run in pieces and joined in time."""
     n = int(MAX_CHUNK_S * SAMPLE_RATE)
-    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None]
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None].to(_device_of(model))
     pieces = [x[:, i:i + n] for i in range(0, x.shape[1], n)]
     if len(pieces) > 1 and pieces[-1].shape[1] < SAMPLE_RATE // 2:   # a stub: take the clip's last n samples
         pieces[-1] = x[:, -n:]
     return torch.cat([model(p) for p in pieces], dim=2)
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
 def embed(model: torch.nn.Module, waves: Sequence[np.ndarray], description: str = "embedding",
-          progress: bool = True) -> np.ndarray:
-    """Pooled hidden states ``[N, L, 2D]`` of whole clips (batch 1, so no padding enters the statistics)."""
+          show_progress: bool = True, shard: bool = True) -> np.ndarray:
+    """Pooled hidden states ``[N, L, 2D]`` of whole clips (batch 1, so no padding enters the statistics).
+
+    Under torchrun every process embeds its share of the clips and all get the whole result (``shard=False``:
+    this process embeds every clip itself).
+    """
     model.eval()
     out = []
     with torch.inference_mode():
-        for w in track(waves, description=description, disable=not progress, console=_console):
-            out.append(pool_layers(_hidden(model, w))[0].numpy())
-    return np.stack(out).astype(np.float32)
+        for w in track(parallel.shard(waves) if shard else waves, description=description, enabled=show_progress):
+            out.append(pool_layers(_hidden(model, w))[0].float().cpu().numpy())
+    return np.stack(parallel.gather(out) if shard else out).astype(np.float32)
 
 
 def corpus_key(items: Sequence) -> str:
@@ -70,7 +79,8 @@ def _cache_path(cache_dir: Path, extractor: str, key: str) -> Path:
     return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', extractor)}__{key}.npz"
 
 
-def cached(cache_dir: str | Path | None, extractor: str, key: str, n: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+def cached(cache_dir: str | Path | None, extractor: str, key: str, n: int,
+           compute: Callable[[], np.ndarray]) -> np.ndarray:
     """``compute()`` once per (extractor, key), stored as ``.npz`` in cache_dir (None: no caching)."""
     if cache_dir is None:
         return compute()
@@ -88,10 +98,10 @@ def cached(cache_dir: str | Path | None, extractor: str, key: str, n: int, compu
 
 
 def teacher_features(teacher, waves: Sequence[np.ndarray], cache_dir: str | Path | None, key: str,
-                     progress: bool = True) -> np.ndarray:
+                     show_progress: bool = True) -> np.ndarray:
     """Pooled teacher layers ``[N, L, 2D]`` of every clip, cached per teacher name and corpus key."""
     return cached(cache_dir, teacher.name, key, len(waves),
-                  lambda: embed(teacher, waves, f"{teacher.name} features", progress))
+                  lambda: embed(teacher, waves, f"{teacher.name} features", show_progress))
 
 
 # ------------------------------------------------------------------------------------------- baselines
@@ -166,14 +176,14 @@ EXTRACTORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"mfcc": mfcc_stats,
 
 
 def baseline_features(name: str, waves: Sequence[np.ndarray], cache_dir: str | Path | None = None,
-                      key: str = "", progress: bool = True) -> np.ndarray:
+                      key: str = "", show_progress: bool = True) -> np.ndarray:
     """Hand-crafted features ``[N, F]`` of every clip: ``name`` is one of BASELINES."""
     if name not in EXTRACTORS:
         raise ValueError(f"unknown baseline feature set {name!r}; use one of {', '.join(BASELINES)}")
     fn = EXTRACTORS[name]
 
     def compute():
-        rows = [fn(w) for w in track(waves, description=f"{name} features", disable=not progress, console=_console)]
+        rows = [fn(w) for w in track(waves, description=f"{name} features", enabled=show_progress)]
         return np.stack(rows).astype(np.float32)
 
     return cached(cache_dir, name, key, len(waves), compute)

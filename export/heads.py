@@ -30,7 +30,7 @@ from edge_ser.metrics import scores
 
 from .features import pool_layers
 
-KINDS = ("linear", "mlp")
+KINDS = ("linear", "mlp")     # and "auto" in choose_head
 L2_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)   # strongest first: ties go to the simpler model
 MIN_STEPS = 100
 
@@ -265,6 +265,42 @@ def fit_head(kind: str, X, y, n_classes: int, seed: int = 0, groups=None, **opti
         if kind == "linear":
             return _fit_linear(norm, x, y, n_classes, cfg, groups, seed).eval()
         return _fit_mlp(norm, x, y, n_classes, cfg)
+
+
+HEAD_CANDIDATES = {"linear-layer": ("linear", {"layers": "best"}), "linear-all": ("linear", {"layers": "all"}),
+                   "mlp": ("mlp", {})}
+
+
+def choose_head(kind: str, X, y, n_classes: int, groups, seed: int = 0, folds: int = 3) -> tuple[str, dict, dict]:
+    """(kind, options, inner-CV UA per candidate): ``kind`` "linear" or "mlp" as given; "auto" picks among one
+    layer (linear), every layer concatenated (linear) and a learned weighted sum of layers (mlp) by the pooled UA
+    of inner cross-validation over the groups (speakers) of the training data only."""
+    if kind != "auto":
+        return kind, {}, {}
+    X, y = np.asarray(X), np.asarray(y)
+    splits = inner_folds(y, np.asarray(groups), folds, seed)
+    uas = {}
+    for name, (k, options) in HEAD_CANDIDATES.items():
+        pred = np.empty(len(y), dtype=int)
+        for tr, va in splits:
+            head = fit_head(k, X[tr], y[tr], n_classes, seed=seed, groups=np.asarray(groups)[tr], **options)
+            pred[va] = predict(head, X[va]).argmax(1)
+        uas[name] = scores(y, pred, n_classes)["ua"]
+    best = next(iter(HEAD_CANDIDATES))
+    for name in HEAD_CANDIDATES:    # simplest first: another candidate must do strictly better
+        if uas[name] > uas[best] + 1e-9:
+            best = name
+    return (*HEAD_CANDIDATES[best], uas)
+
+
+def head_inputs(head: nn.Module) -> str:
+    """Which hidden states a fitted head reads, for people (manifest, model card)."""
+    layers = getattr(head, "layers", None)
+    if layers is None:
+        return "a learned softmax-weighted sum of every layer (mean+std pooled)"
+    layers = layers.tolist()
+    return f"layer {layers[0]} (mean+std pooled)" if len(layers) == 1 else \
+        f"layers {', '.join(map(str, layers))} (mean+std pooled, concatenated)"
 
 
 def predict(head: nn.Module, X) -> np.ndarray:

@@ -1,55 +1,82 @@
-"""`edge-ser export`: head on the teacher, distilled student, int8 variants, parity, evaluation, bundle."""
+"""`edge-ser export`: head on the teacher, distilled student, int8 variants, parity, evaluation, bundle.
+
+Two passes over the same recipe:
+
+1. **Evaluate.** Held-out speakers are set aside; the head (its inputs chosen by inner cross-validation), the
+   student's distillation and least-squares fits, normalisation and int8 calibration use the other speakers
+   only. Every variant is exported and scored on the held-out speakers: these are the bundle's metrics.
+2. **Ship.** The head, the student's least-squares fits, normalisation and calibration are refit on every
+   labelled speaker (the student trunk distilled in pass 1 is kept), exported again and checked for parity.
+   The manifest and model card say that the metrics describe pass 1 and the files are pass 2.
+"""
 from __future__ import annotations
 
-import platform
+import copy
+import logging
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from rich.console import Console
 
-from edge_ser.audio import AUDIO_SUFFIXES, load_audio
-from edge_ser.bundle import atomic_directory, load_bundle, write_manifest
+from edge_ser import __version__, manifest as mf
+from edge_ser.audio import AUDIO_SUFFIXES, SAMPLE_RATE, load_audio
+from edge_ser.bundle import atomic_directory, load_bundle, write_bundle
 from edge_ser.data import Fold, heldout_split, load_corpus, load_waveforms
-from edge_ser.errors import AudioError, EdgeSerError
+from edge_ser.engine import load_graph, read_graph
+from edge_ser.errors import AudioError, DatasetError, EdgeSerError
 from edge_ser.evaluate import evaluate_waves
 from edge_ser.metrics import scores
+from edge_ser.progress import progress
+from edge_ser.targets import detect_target
 
-from . import graph
-from .distill import DistillConfig, distill, keep_used_layers
+from . import graph, parallel
+from .distill import DistillConfig, distill, fit_predictions_on, keep_used_layers
 from .features import embed
-from .heads import EmotionModel, fit_head, predict
-from .teachers import load_teacher
+from .heads import EmotionModel, choose_head, fit_head, head_inputs, predict
+from .macs import count_macs
+from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
+from .teachers import load_teacher, make_student
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
+LATENCY_REPS = 10         # timed calls per variant for --variant auto's choice on this CPU
 
 
 @dataclass
 class ExportConfig:
     data: Path
     out: Path
-    teacher: str = "whisper-tiny.en"
-    unlabeled: Path | None = None
-    test_speakers: list[str] | None = None
-    n_test_speakers: int = 3
-    val_speakers: int = 2          # training speakers whose audio distillation skips, to score its epochs
-    student_depth: int = 1
+    teacher: str = "whisper-base"
+    unlabeled: list[Path] = field(default_factory=list)
+    test_speakers: int | list[str] = 3
+    val_speakers: int | list[str] = 3   # training speakers whose audio distillation skips, to score its epochs
+    student_blocks: int = 1
     student_width: int | None = None
     student_init: str = "teacher"
     student_time_stride: int = 1
     student_ffn: int | None = None
     distill_epochs: int = 3
-    head: str = "linear"
+    augment: int = 1
+    head: str = "auto"
     window_s: float = 4.0
     hop_s: float = 2.0
     calibration_clips: int = 48
     parity_clips: int = 24
+    device: str = "cpu"
     seed: int = 0
     overwrite: bool = False
+
+
+@dataclass
+class Models:
+    """What one pass produces: the two torch models and the head choice."""
+
+    teacher: EmotionModel
+    student: EmotionModel
+    history: list[dict]
 
 
 def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:
@@ -58,40 +85,37 @@ def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:
     return scores(y, pred, n_classes)
 
 
-def unlabeled_waves(folder: Path | None, held_out: set[Path]) -> list[np.ndarray]:
-    """Every readable clip under ``folder``, except ``held_out`` files (held-out and validation speakers)."""
-    if folder is None:
-        return []
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    kept = [f for f in files if f.resolve() not in held_out]
+def unlabeled_waves(folders: list[Path], held_out: set[Path]) -> list[np.ndarray]:
+    """Every readable clip under ``folders``, except ``held_out`` files (held-out and validation speakers)."""
+    files = sorted({p.resolve() for folder in folders for p in Path(folder).rglob("*")
+                    if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")})
+    kept = [f for f in files if f not in held_out]
     if len(kept) < len(files):
-        console.print(f"--unlabeled: left out {len(files) - len(kept)} files of held-out or validation speakers")
-    waves = []
-    for f in kept:
+        log.info("--unlabeled: left out %d files of held-out or validation speakers", len(files) - len(kept))
+    waves, bad = [], 0
+    for f in progress(kept, description="unlabeled audio"):
         try:
             waves.append(load_audio(f))
-        except AudioError as e:
-            console.print(f"skipping unlabeled {f}: {e}")
-    if not waves:
-        raise EdgeSerError(f"--unlabeled {folder} holds no usable audio ({', '.join(AUDIO_SUFFIXES)})")
+        except AudioError:
+            bad += 1
+    if bad:
+        log.info("--unlabeled: skipped %d unreadable files", bad)
+    if folders and not waves:
+        raise EdgeSerError(f"--unlabeled {', '.join(map(str, folders))} holds no usable audio")
     return waves
 
 
-def head_validation(cfg: ExportConfig, waves: list[np.ndarray], y: np.ndarray, groups: list[str], inner: Fold,
-                    n_classes: int) -> Callable[[torch.nn.Module], float]:
-    """Score a student: UA on the ``inner.test`` clips of a ``cfg.head`` head fitted on its features of ``inner.train``."""
-    fit_w, val_w = [waves[i] for i in inner.train], [waves[i] for i in inner.test]
-
-    def validate(student: torch.nn.Module) -> float:
-        head = fit_head(cfg.head, embed(student, fit_w, progress=False), y[inner.train], n_classes,
-                        seed=cfg.seed, groups=[groups[i] for i in inner.train])
-        return scores(y[inner.test], predict(head, embed(student, val_w, progress=False)).argmax(1), n_classes)["ua"]
-    return validate
+def check_classes(labels: list[str], y_train: np.ndarray, where: str) -> None:
+    """Refuse a split in which a class has no training clip: its recall would be 0 and nobody would know."""
+    missing = [labels[c] for c in range(len(labels)) if not (y_train == c).any()]
+    if missing:
+        raise DatasetError(f"{where}: no training clip of {', '.join(missing)} once the held-out speakers are set "
+                           "aside; choose other --test-speakers or drop that class from the data")
 
 
 def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, history: list[dict]) -> str:
     """One line for the export summary and model card: architecture, cost, and which epoch was kept."""
-    shape = [f"{cfg.student_depth} layer{'s' if cfg.student_depth > 1 else ''} x {cfg.student_width or teacher_dim}"]
+    shape = [f"{cfg.student_blocks} block{'s' if cfg.student_blocks > 1 else ''} x {cfg.student_width or teacher_dim}"]
     shape += [f"FFN {cfg.student_ffn}"] if cfg.student_ffn else []
     shape += [f"1/{cfg.student_time_stride} of the frames"] if cfg.student_time_stride > 1 else []
     kept = next(h for h in history if h["kept"])
@@ -104,120 +128,220 @@ def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, histo
             f"{distilled}")
 
 
-def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict:
-    """Every graph of the bundle into ``out``; returns the manifest's ``variants`` (no metrics yet)."""
-    variants = {}
+def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict[str, mf.Variant]:
+    """Every graph of the bundle into ``out`` (see :mod:`.presets` for the int8 ones)."""
+    variants: dict[str, mf.Variant] = {}
 
-    def add(name, fmt, precision, model, quantization=None):
+    def add(name, fmt, precision, model, quantization=None, targets=()):
         files = [f"{name}.onnx"] if fmt == "onnx" else [f"{name}.xml", f"{name}.bin"]
-        variants[name] = {"files": files, "format": fmt, "precision": precision, "model": model,
-                          "quantization": quantization}
+        variants[name] = mf.Variant(files=files, format=fmt, precision=precision, model=model,
+                                    quantization=quantization, targets=list(targets))
         return out / files[0]
 
     graph.export_onnx(teacher_model, add("teacher-fp32", "onnx", "fp32", "teacher"))
     student = add("student-fp32", "onnx", "fp32", "student")
     graph.export_onnx(student_model, student)
-    graph.quantize_dynamic_onnx(student, add("student-int8-dynamic", "onnx", "int8", "student", "dynamic"))
-    graph.quantize_static_onnx(student, add("student-int8-static", "onnx", "int8", "student", "static-qdq"), calib)
+    for p in ORT_PRESETS:
+        graph.quantize_dynamic_onnx(student, add(p.variant, "onnx", "int8", "student", p.description, p.targets),
+                                    p.signed_weights)
     graph.export_openvino(student, add("student-ov-fp32", "openvino", "fp32", "student"))
-    graph.quantize_openvino(student, add("student-ov-int8", "openvino", "int8", "student", "nncf-ptq"), calib)
+    graph.quantize_openvino(student, add("student-ov-int8", "openvino", "int8", "student",
+                                         "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS), calib)
     return variants
 
 
-def run_export(cfg: ExportConfig) -> dict:
-    """Write the bundle at cfg.out atomically and return its manifest."""
+def check_parity(variants: dict[str, mf.Variant], models: Models, directory: Path, clips: list[np.ndarray]) -> None:
+    """Record each graph's agreement with its torch model; an fp32 graph that disagrees stops the export."""
+    for name, v in variants.items():
+        model = models.teacher if v.model == "teacher" else models.student
+        v.parity = mf.Parity(**graph.parity(model, directory / v.files[0], clips))
+        if v.precision == "fp32" and (v.parity.max_abs_diff > PARITY_TOLERANCE or v.parity.top1_agreement < 1.0):
+            raise EdgeSerError(f"exported {name} disagrees with its torch model ({v.parity}); "
+                               "the bundle was not written")
+
+
+def measure_latency(variants: dict[str, mf.Variant], directory: Path, seconds: float = 2.0) -> None:
+    """Median ms per window of every variant on this CPU (1 thread), recorded under its target for `auto`."""
+    target = detect_target()
+    x = (0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) / 7.0)).astype(np.float32)[None]
+    runs = {name: load_graph(read_graph(directory / v.files[0]), "openvino" if v.format == "openvino"
+                             else "onnxruntime", 1, name) for name, v in variants.items()}
+    times = {name: [] for name in runs}
+    for rep in range(LATENCY_REPS + 2):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(x)
+            if rep >= 2:   # two warm-up rounds
+                times[name].append((time.perf_counter() - start) * 1e3)
+    for name, v in variants.items():
+        v.latency_ms = {target: round(float(np.median(times[name])), 3)}
+
+
+class Export:
+    """The state of one export: data, split, teacher and its features."""
+
+    def __init__(self, cfg: ExportConfig):
+        self.cfg = cfg
+        parallel.init(cfg.device)
+        torch.manual_seed(cfg.seed)
+        corpus = load_corpus(cfg.data)
+        self.waves, self.corpus = load_waveforms(corpus)
+        if not self.waves:
+            raise DatasetError(f"{cfg.data}: none of its {len(corpus.items)} clips is usable "
+                               f"({self.corpus.skip_summary()})")
+        self.labels = self.corpus.labels
+        self.y = np.array([self.labels.index(it.label) for it in self.corpus.items])
+        self.speakers = [it.speaker for it in self.corpus.items]
+        self.fold = heldout_split(self.corpus.items, cfg.test_speakers, seed=cfg.seed)
+        check_classes(self.labels, self.y[self.fold.train], "the training speakers")
+        self.validation_speakers: list[str] = []
+        log.info("%s: %d clips, %d labels; %s; held-out speakers %s (%d clips)", self.corpus.name, len(self.waves),
+                 len(self.labels), self.corpus.skip_summary(), ", ".join(self.fold.test_speakers), len(self.fold.test))
+        self.teacher = load_teacher(cfg.teacher).eval()
+        make_student(self.teacher, cfg.student_blocks, cfg.student_width, cfg.student_init, cfg.student_time_stride)
+        self.teacher.to(parallel.device())
+        self.features = embed(self.teacher, self.waves, "teacher features")
+        self.teacher.cpu()
+        train = self.fold.train
+        self.head_kind, self.head_options, self.head_cv = choose_head(
+            cfg.head, self.features[train], self.y[train], len(self.labels), [self.speakers[i] for i in train],
+            seed=cfg.seed)
+        if self.head_cv:
+            log.info("head chosen by inner cross-validation over training speakers: %s",
+                     ", ".join(f"{k} UA {v:.3f}" for k, v in self.head_cv.items()))
+
+    def fit_head(self, features: np.ndarray, idx: np.ndarray):
+        return fit_head(self.head_kind, features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
+                        groups=[self.speakers[i] for i in idx], **self.head_options)
+
+    def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
+        """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
+        cfg, train = self.cfg, self.fold.train
+        teacher_head = self.fit_head(self.features, train)
+        train_items = [self.corpus.items[i] for i in train]
+        inner, validate = Fold(np.arange(len(train)), np.array([], dtype=int), []), None
+        n_val = len(cfg.val_speakers) if isinstance(cfg.val_speakers, list) else cfg.val_speakers
+        if n_val and len(set(it.speaker for it in train_items)) > n_val:
+            inner = heldout_split(train_items, cfg.val_speakers, seed=cfg.seed)
+            self.validation_speakers = list(inner.test_speakers)
+            validate = self._validation(train[inner.train], train[inner.test])
+            log.info("distillation validation speakers: %s", ", ".join(inner.test_speakers))
+        # the head whose distribution the student learns must not know the validation speakers' labels either
+        kd_head = self.fit_head(self.features, train[inner.train]) if validate else teacher_head
+        skip = {Path(self.corpus.items[i].path).resolve() for i in [*self.fold.test, *train[inner.test]]}
+        unlabeled = unlabeled_waves(cfg.unlabeled, skip)
+        clips = [self.waves[i] for i in train[inner.train]] + unlabeled
+        dcfg = DistillConfig(blocks=cfg.student_blocks, width=cfg.student_width, init=cfg.student_init,
+                             time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, epochs=cfg.distill_epochs,
+                             augment=cfg.augment, seed=cfg.seed)
+        student, history = distill(self.teacher, clips, dcfg, head=kd_head, validate=validate)
+        student_head = self.fit_head(embed(student, self.waves, "student features"), train)
+        keep_used_layers(student, student_head)
+        return Models(EmotionModel(self.teacher, teacher_head).eval(), EmotionModel(student, student_head).eval(),
+                      history), unlabeled
+
+    def _validation(self, fit_idx: np.ndarray, val_idx: np.ndarray):
+        """UA on the ``val_idx`` clips of a head fitted on the student's features of ``fit_idx``."""
+        def validate(student: torch.nn.Module) -> float:
+            feats = embed(student, [self.waves[i] for i in [*fit_idx, *val_idx]], show_progress=False, shard=False)
+            head = fit_head(self.head_kind, feats[:len(fit_idx)], self.y[fit_idx], len(self.labels),
+                            seed=self.cfg.seed, groups=[self.speakers[i] for i in fit_idx], **self.head_options)
+            return scores(self.y[val_idx], predict(head, feats[len(fit_idx):]).argmax(1), len(self.labels))["ua"]
+        return validate
+
+    def ship_pass(self, evaluated: Models, unlabeled: list[np.ndarray]) -> Models:
+        """Pass 2: the same recipe refit on every labelled speaker (the distilled trunk is kept); the
+        least-squares fits see every labelled clip and as many unlabeled ones."""
+        everyone = np.arange(len(self.waves))
+        student = copy.deepcopy(evaluated.student.encoder)
+        fit_predictions_on(student, self.teacher, list(self.waves) + unlabeled[:len(self.waves)])
+        student_head = self.fit_head(embed(student, self.waves, "student features (all speakers)"), everyone)
+        keep_used_layers(student, student_head)
+        return Models(EmotionModel(self.teacher, self.fit_head(self.features, everyone)).eval(),
+                      EmotionModel(student, student_head).eval(), evaluated.history)
+
+
+def run_export(cfg: ExportConfig) -> mf.Manifest | None:
+    """Write the bundle at cfg.out atomically and return its manifest (None on the helper processes of torchrun)."""
     start = time.time()
-    torch.manual_seed(cfg.seed)
-    waves, corpus = load_waveforms(load_corpus(cfg.data))
-    fold = heldout_split(corpus.items, cfg.test_speakers or cfg.n_test_speakers, seed=cfg.seed)
-    labels = corpus.labels
-    y = np.array([labels.index(it.label) for it in corpus.items])
-    train_w = [waves[i] for i in fold.train]
-    test_w = [waves[i] for i in fold.test]
-    y_train, y_test = y[fold.train], y[fold.test]
-    console.print(f"{corpus.name}: {len(corpus.items)} clips, {len(labels)} labels; {corpus.skip_summary()}; "
-                  f"held-out speakers {', '.join(fold.test_speakers)} ({len(test_w)} clips)")
-
-    teacher = load_teacher(cfg.teacher).eval()
-    groups = [corpus.items[i].speaker for i in fold.train]
-    teacher_x = embed(teacher, train_w, "teacher features")
-    teacher_head = fit_head(cfg.head, teacher_x, y_train, len(labels), seed=cfg.seed, groups=groups)
-    teacher_model = EmotionModel(teacher, teacher_head).eval()
-
-    dcfg = DistillConfig(depth=cfg.student_depth, width=cfg.student_width, init=cfg.student_init,
-                         time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, epochs=cfg.distill_epochs,
-                         seed=cfg.seed)
-    # validation speakers: distillation skips their audio, and its epochs are kept only if they score better there
-    inner, validate = Fold(np.arange(len(train_w)), np.array([], dtype=int), []), None
-    if cfg.val_speakers and len(set(groups)) > cfg.val_speakers:
-        inner = heldout_split([corpus.items[i] for i in fold.train], cfg.val_speakers, seed=cfg.seed)
-        validate = head_validation(cfg, train_w, y_train, groups, inner, len(labels))
-        console.print(f"distillation validation speakers: {', '.join(inner.test_speakers)}")
-    # the head whose distribution the student learns must not know the validation speakers' labels either
-    kd_head = fit_head(cfg.head, teacher_x[inner.train], y_train[inner.train], len(labels), seed=cfg.seed,
-                       groups=[groups[i] for i in inner.train]) if validate else teacher_head
-    skip = {Path(corpus.items[i].path).resolve() for i in [*fold.test, *fold.train[inner.test]]}
-    student, history = distill(teacher, [train_w[i] for i in inner.train] + unlabeled_waves(cfg.unlabeled, skip),
-                               dcfg, head=kd_head, validate=validate)
-    student_head = fit_head(cfg.head, embed(student, train_w, "student features"), y_train, len(labels),
-                            seed=cfg.seed, groups=groups)
-    keep_used_layers(student, student_head)
-    student_model = EmotionModel(student, student_head).eval()
-
+    ex = Export(cfg)
+    labels, test = ex.labels, ex.fold.test
+    test_w, y_test = [ex.waves[i] for i in test], ex.y[test]
+    evaluated, unlabeled = ex.evaluate_pass()
+    shipped = ex.ship_pass(evaluated, unlabeled)
+    if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
+        return None
     rng = np.random.default_rng(cfg.seed)
-    calib = [train_w[i] for i in rng.permutation(len(train_w))[:cfg.calibration_clips]]
-    check = [test_w[i] for i in rng.permutation(len(test_w))[:cfg.parity_clips]]
-    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
-        variants = write_variants(teacher_model, student_model, tmp, calib)
-        for name, v in variants.items():
-            torch_model = teacher_model if v["model"] == "teacher" else student_model
-            v["parity"] = graph.parity(torch_model, tmp / v["files"][0], check)
-            if v["precision"] == "fp32" and (v["parity"]["max_abs_diff"] > PARITY_TOLERANCE
-                                             or v["parity"]["top1_agreement"] < 1.0):
-                raise EdgeSerError(f"exported {name} disagrees with its torch model ({v['parity']}); "
-                                   "the bundle was not written")
-        teacher_macs = graph.count_macs(tmp / variants["teacher-fp32"]["files"][0])
-        student_macs = graph.count_macs(tmp / variants["student-fp32"]["files"][0])
-        manifest = {
-            "labels": labels, "sample_rate": 16000, "window_s": cfg.window_s, "hop_s": cfg.hop_s,
-            "min_input_s": 0.25, "max_input_s": 30.0, "variants": variants,
-            "default_variant": "student-int8-dynamic",
-            "teacher": {**teacher.provenance, "name": teacher.name, "layers": teacher.n_layers,
-                        "dim": teacher.dim, "macs_per_s": teacher_macs},
-            "student": {"depth": cfg.student_depth, "width": cfg.student_width or teacher.dim,
-                        "init": cfg.student_init, "time_stride": cfg.student_time_stride, "ffn": cfg.student_ffn,
-                        "epochs": cfg.distill_epochs, "distillation": history,
-                        "validation_speakers": list(inner.test_speakers),
-                        "macs_per_s": student_macs, "mac_ratio": teacher_macs / student_macs,
-                        "summary": student_summary(cfg, teacher.dim, teacher_macs / student_macs, history)},
-            "head": cfg.head,
-            "data": {"corpus": corpus.name, "path": str(cfg.data), "clips": len(corpus.items),
-                     "skipped": dict(corpus.skipped), "train_speakers": sorted({corpus.items[i].speaker for i in fold.train}),
-                     "test_speakers": list(fold.test_speakers), "unlabeled": str(cfg.unlabeled) if cfg.unlabeled else None,
-                     "summary": f"{corpus.name}, {len(train_w)} labelled clips from "
-                                f"{len(set(corpus.items[i].speaker for i in fold.train))} speakers"},
-            "evaluation": {"protocol": f"held-out speakers {', '.join(fold.test_speakers)} "
-                                       f"({len(test_w)} clips), never used for distillation, calibration, "
-                                       "normalisation or the head; clips scored by the runtime "
-                                       f"(windows of {cfg.window_s} s, hop {cfg.hop_s} s, probabilities averaged)",
-                           "torch_teacher": torch_scores(teacher_model, test_w, y_test, len(labels)),
-                           "torch_student": torch_scores(student_model, test_w, y_test, len(labels))},
-            "export": {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-                       "seconds": None, "host": platform.platform()},
-        }
-        write_manifest(tmp, manifest)
+    with tempfile.TemporaryDirectory(prefix="edge-ser-eval-") as tmp:   # pass 1 graphs: scored, not shipped
+        tmp = Path(tmp)
+        calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
+        variants = write_variants(evaluated.teacher, evaluated.student, tmp, calib)
+        write_bundle(tmp, _manifest(cfg, ex, evaluated, variants, tmp, None, start))
         metrics = evaluate_waves(load_bundle(tmp), test_w, [labels[i] for i in y_test])["variants"]
-        for name in variants:
-            manifest["variants"][name]["metrics"] = metrics[name]
-        manifest["export"]["seconds"] = round(time.time() - start, 1)
-        manifest = write_manifest(tmp, manifest)
+    torch_metrics = {"torch_teacher": torch_scores(evaluated.teacher, test_w, y_test, len(labels)),
+                     "torch_student": torch_scores(evaluated.student, test_w, y_test, len(labels))}
+    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
+        calib = [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.calibration_clips]]
+        variants = write_variants(shipped.teacher, shipped.student, tmp, calib)
+        check_parity(variants, shipped, tmp, [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.parity_clips]])
+        measure_latency(variants, tmp)
+        for name, v in variants.items():
+            v.metrics = mf.Metrics(**metrics[name])
+        manifest = _manifest(cfg, ex, shipped, variants, tmp, torch_metrics, start)
+        manifest = write_bundle(tmp, manifest)
     summary(manifest, cfg.out)
     return manifest
 
 
-def summary(manifest: dict, out: Path) -> None:
-    from edge_ser.cli import variants_table
+def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str, mf.Variant], directory: Path,
+              torch_metrics: dict | None, start: float) -> mf.Manifest:
+    teacher, corpus, fold = ex.teacher, ex.corpus, ex.fold
+    teacher_macs = count_macs(directory / variants["teacher-fp32"].files[0])
+    student_macs = count_macs(directory / variants["student-fp32"].files[0])
+    n_speakers = len(corpus.speakers)
+    protocol = (f"held-out speakers {', '.join(fold.test_speakers)} ({len(fold.test)} clips) of {corpus.name}, never "
+                "used for distillation, calibration, normalisation or the head; clips scored by the runtime (windows "
+                f"of {cfg.window_s} s, hop {cfg.hop_s} s, probabilities averaged)")
+    shipped = (f"the metrics describe models fit on the {n_speakers - len(fold.test_speakers)} training speakers; the "
+               f"shipped files are the same recipe with the head, the student's least-squares fits, normalisation and "
+               f"int8 calibration refit on all {n_speakers} speakers (the student trunk is the one distilled "
+               "without the held-out speakers)")
+    m = mf.Manifest(
+        labels=ex.labels, input=mf.Input(window_s=cfg.window_s, hop_s=cfg.hop_s), variants=variants,
+        default_variant="student-fp32",
+        teacher=mf.Teacher(name=_public(teacher.name), family=teacher.provenance.get("model_type", teacher.kind),
+                           blocks=teacher.blocks, dim=teacher.dim, macs_per_s=teacher_macs,
+                           source=_public(teacher.provenance.get("location", ""))),
+        student=mf.Student(blocks=cfg.student_blocks, dim=cfg.student_width or teacher.dim,
+                           time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, macs_per_s=student_macs,
+                           summary=student_summary(cfg, teacher.dim, teacher_macs / student_macs, models.history),
+                           distillation=[mf.Epoch(**h) for h in models.history],
+                           validation_speakers=ex.validation_speakers),
+        head=mf.Head(kind=ex.head_kind, inputs=head_inputs(models.student.head)),
+        data=mf.Data(corpus=corpus.name, clips=len(ex.waves), speakers=n_speakers,
+                     test_speakers=list(fold.test_speakers),
+                     label_counts={lab: int((ex.y == i).sum()) for i, lab in enumerate(ex.labels)},
+                     skipped=dict(corpus.skipped),
+                     unlabeled=", ".join(p.name for p in cfg.unlabeled) or None),
+        evaluation=mf.Evaluation(protocol=protocol, shipped=shipped,
+                                 **{k: mf.Metrics(**v) for k, v in (torch_metrics or {}).items()}),
+        export=mf.Export(edge_ser=__version__, seconds=round(time.time() - start, 1),
+                         config={k: _public(v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite")}))
+    return m
 
-    Console().print(variants_table(load_bundle(out), f"bundle {out}  ({manifest['evaluation']['protocol']})"))
-    s = manifest["student"]
-    Console().print(f"student: {s['summary']}; export took {manifest['export']['seconds']} s")
+
+def _public(value) -> str:
+    """An option as the manifest keeps it: folder and file names without the exporting machine's paths."""
+    if isinstance(value, list):
+        return ", ".join(_public(v) for v in value)
+    if isinstance(value, Path) or (isinstance(value, str) and ("/" in value or "\\" in value) and Path(value).exists()):
+        return Path(value).name
+    return str(value)
+
+
+def summary(manifest: mf.Manifest, out: Path) -> None:
+    from rich.console import Console
+
+    from edge_ser.report import variants_table
+    Console(stderr=True).print(variants_table(load_bundle(out), f"bundle {out}"))
+    log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)

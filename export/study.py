@@ -14,6 +14,7 @@ Writes ``feature_study_<corpus>.{md,csv,json}``, ``data_efficiency_<corpus>.{csv
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import platform
@@ -23,25 +24,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from edge_ser.data import Fold, load_corpus, load_waveforms, loso_folds, speaker_folds
 from edge_ser.errors import DatasetError
 from edge_ser.metrics import confusion, scores
+from edge_ser.progress import progress
 
 from .features import BASELINES, baseline_features, corpus_key, teacher_features
 from .heads import KINDS, fit_head, predict
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class StudyConfig:
     data: Path
     out: Path = Path("benchmarks/results")
-    teacher: str = "whisper-tiny.en"
+    teachers: tuple[str, ...] = ("whisper-tiny.en",)
     heads: tuple[str, ...] = KINDS
     baselines: tuple[str, ...] = BASELINES
     shots: tuple[int, ...] = (4, 8, 16, 32, 64)
@@ -103,14 +102,8 @@ def _fit_predict(task: tuple) -> tuple:
 
 
 def _run(tasks: list[tuple], pool: ProcessPoolExecutor | None, description: str) -> list[tuple]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task(description, total=len(tasks))
-        results = []
-        for r in (pool.map(_fit_predict, tasks) if pool else map(_fit_predict, tasks)):
-            results.append(r)
-            progress.advance(bar)
-    return results
+    results = pool.map(_fit_predict, tasks) if pool else map(_fit_predict, tasks)
+    return list(progress(results, total=len(tasks), description=description))
 
 
 def _pooled(results: list[tuple], n: int) -> dict[tuple, np.ndarray]:
@@ -131,21 +124,25 @@ def run_study(cfg: StudyConfig) -> dict:
     speakers = np.array([it.speaker for it in corpus.items])
     folds, protocol = make_folds(corpus.items, cfg)
     check_folds(folds, speakers)
-    console.print(f"{corpus.name}: {len(y)} clips, {len(labels)} emotions, {len(set(speakers))} speakers; "
+    log.info(f"{corpus.name}: {len(y)} clips, {len(labels)} emotions, {len(set(speakers))} speakers; "
                   f"{corpus.skip_summary()}; {protocol}")
 
     key, cache = f"{corpus.name}_{corpus_key(corpus.items)}", cfg.out / "cache"
     t = time.perf_counter()
     from .teachers import load_teacher
-    teacher = load_teacher(cfg.teacher)
-    features = {teacher.name: teacher_features(teacher, waves, cache, key)}
-    timing["teacher_features_s"] = time.perf_counter() - t
-    t = time.perf_counter()
+    features, provenance = {}, {}
+    for spec in cfg.teachers:
+        teacher = load_teacher(spec)
+        features[teacher.name] = teacher_features(teacher, waves, cache, key)
+        provenance[teacher.name] = teacher.provenance
+        timing[f"{teacher.name}_features_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        del teacher
+    pretrained = list(features)
     for name in cfg.baselines:
         features[name] = baseline_features(name, waves, cache, key)[:, None]
     timing["baseline_features_s"] = time.perf_counter() - t
     del waves
-    pretrained = [teacher.name]
 
     n, n_classes = len(y), len(labels)
     systems = [(f, h) for f in features for h in cfg.heads]
@@ -169,8 +166,10 @@ def run_study(cfg: StudyConfig) -> dict:
                                  "selected": [r[3] for r in results if r[0] == (f, h)] if h == "linear" else None}
         timing["table_s"] = time.perf_counter() - t
 
-        best = max((s for s in table if table[s]["pretrained"]), key=lambda s: table[s]["ua"])
-        curve_systems = [best] + [s for s in table if not table[s]["pretrained"]]
+        best_of = {f: max((s for s in table if table[s]["features"] == f), key=lambda s: table[s]["ua"])
+                   for f in pretrained}
+        best = max(best_of.values(), key=lambda s: table[s]["ua"])
+        curve_systems = list(best_of.values()) + [s for s in table if not table[s]["pretrained"]]
         t = time.perf_counter()
         tasks = []
         for s in curve_systems:
@@ -199,10 +198,11 @@ def run_study(cfg: StudyConfig) -> dict:
         "corpus": corpus.name, "data": str(cfg.data), "clips": n, "labels": labels,
         "speakers": sorted(set(speakers)), "skipped": dict(corpus.skipped), "protocol": protocol,
         "scoring": "UA/WA/F1 on the pooled out-of-fold predictions; ua_fold_mean/std over folds",
-        "teacher": teacher.provenance, "best_pretrained": best, "systems": table,
+        "teachers": provenance, "best_pretrained": best, "systems": table,
         "data_efficiency": {"shots": list(cfg.shots), "draws": cfg.draws, "systems": curve,
                             "scoring": "pooled out-of-fold UA per draw; mean and std over draws"},
-        "claim": claim(curve, best, cfg.shots),
+        "claims": [c for f in pretrained
+                   if (c := claim(curve, best_of[f], [s for s in curve if not table[s]["pretrained"]], cfg.shots))],
         "confusion": {"system": best, "matrix": confusion(y, oof[tuple(best.rsplit("+", 1))], n_classes).tolist()},
         "timing": {k: round(v, 1) for k, v in timing.items()},
         "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "jobs": cfg.jobs,
@@ -213,13 +213,14 @@ def run_study(cfg: StudyConfig) -> dict:
     return result
 
 
-def claim(curve: dict, best: str, shots: tuple[int, ...]) -> dict | None:
-    """Pretrained with 8 per emotion vs every hand-crafted system with 64 per emotion, on UA."""
-    if "8" not in curve[best] or len(curve) < 2 or 64 not in shots:
+def claim(curve: dict, best: str, handcrafted: list[str], shots: tuple[int, ...]) -> dict | None:
+    """A pretrained system with 8 per emotion vs every hand-crafted system with 64 per emotion, on UA."""
+    if "8" not in curve[best] or not handcrafted or 64 not in shots:
         return None
-    rival = max((s for s in curve if s != best), key=lambda s: curve[s]["64"]["mean"])
+    rival = max(handcrafted, key=lambda s: curve[s]["64"]["mean"])
     ours, theirs = curve[best]["8"]["mean"], curve[rival]["64"]["mean"]
-    return {"pretrained_8": ours, "best_handcrafted_64": theirs, "handcrafted_system": rival, "holds": ours > theirs}
+    return {"system": best, "pretrained_8": ours, "best_handcrafted_64": theirs, "handcrafted_system": rival,
+            "holds": ours > theirs}
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -243,14 +244,13 @@ def write_outputs(r: dict, out: Path) -> None:
     (out / f"feature_study_{stem}.md").write_text(markdown(r))
     plot_curve(r, out / f"data_efficiency_{stem}.png")
     plot_confusion(r, out / f"confusion_{stem}.png")
-    show(r)
 
 
 def markdown(r: dict) -> str:
     lines = [f"# Feature study: {r['corpus']}",
              "",
              f"{r['clips']} clips, {len(r['labels'])} emotions ({', '.join(r['labels'])}), "
-             f"{len(r['speakers'])} speakers; {r['protocol']}. {r['scoring']}. Teacher: {r['teacher']['name']}. "
+             f"{len(r['speakers'])} speakers; {r['protocol']}. {r['scoring']}. Teachers: {', '.join(r['teachers'])}. "
              "Linear = logistic regression on the pooled (mean+std) layer chosen, with its L2 penalty, by inner "
              "cross-validation over training speakers; MLP = learned softmax layer weights + MLP.",
              "",
@@ -259,7 +259,8 @@ def markdown(r: dict) -> str:
     for s, v in sorted(r["systems"].items(), key=lambda kv: -kv[1]["ua"]):
         name = f"**{s}**" if s == r["best_pretrained"] else s
         lines.append(f"| {name} | {v['features']}{' (pretrained)' if v['pretrained'] else ''} | {v['head']} | "
-                     f"{v['ua']:.3f} | {v['wa']:.3f} | {v['f1']:.3f} | {v['ua_fold_mean']:.3f} ± {v['ua_fold_std']:.3f} |")
+                     f"{v['ua']:.3f} | {v['wa']:.3f} | {v['f1']:.3f} | "
+                     f"{v['ua_fold_mean']:.3f} ± {v['ua_fold_std']:.3f} |")
     de = r["data_efficiency"]
     cols = [str(s) for s in de["shots"]] + ["all"]
     lines += ["", f"## Data efficiency (UA, mean ± std over {de['draws']} draws; examples per emotion from the "
@@ -268,13 +269,14 @@ def markdown(r: dict) -> str:
     for s, c in de["systems"].items():
         lines.append(f"| {s} | " + " | ".join(f"{c[k]['mean']:.3f} ± {c[k]['std']:.3f}" if k != "all"
                                               else f"{c[k]['mean']:.3f}" for k in cols) + " |")
-    if r["claim"]:
-        c = r["claim"]
-        lines += ["", f"Few-data claim: {r['best_pretrained']} with 8 per emotion UA {c['pretrained_8']:.3f} vs the "
+    for c in r["claims"]:
+        lines += ["", f"Few-data claim: {c['system']} with 8 per emotion UA {c['pretrained_8']:.3f} vs the "
                       f"best hand-crafted system with 64 per emotion ({c['handcrafted_system']}) UA "
                       f"{c['best_handcrafted_64']:.3f}: **{'holds' if c['holds'] else 'does not hold'}**."]
     t = r["timing"]
-    lines += ["", f"Time: {t['total_s']:.0f} s in all (teacher features {t['teacher_features_s']:.0f} s, "
+    teacher_s = ", ".join(f"{k[:-len('_features_s')]} features {v:.0f} s" for k, v in t.items()
+                          if k.endswith("_features_s") and k != "baseline_features_s")
+    lines += ["", f"Time: {t['total_s']:.0f} s in all ({teacher_s}, "
                   f"baseline features {t['baseline_features_s']:.0f} s, table {t['table_s']:.0f} s, curve "
                   f"{t['curve_s']:.0f} s) on {r['host']['cpus']} CPUs, {r['host']['jobs']} worker(s).", ""]
     return "\n".join(lines)
@@ -325,19 +327,3 @@ def plot_confusion(r: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def show(r: dict) -> None:
-    table = Table(title=f"{r['corpus']}: {r['protocol']}")
-    for col in ("system", "UA", "WA", "F1", "UA/fold"):
-        table.add_column(col)
-    for s, v in sorted(r["systems"].items(), key=lambda kv: -kv[1]["ua"]):
-        table.add_row(s, f"{v['ua']:.3f}", f"{v['wa']:.3f}", f"{v['f1']:.3f}",
-                      f"{v['ua_fold_mean']:.3f}±{v['ua_fold_std']:.3f}")
-    console.print(table)
-    if r["claim"]:
-        c = r["claim"]
-        console.print(f"8/emotion {r['best_pretrained']} UA {c['pretrained_8']:.3f} vs 64/emotion "
-                      f"{c['handcrafted_system']} UA {c['best_handcrafted_64']:.3f}: "
-                      f"{'holds' if c['holds'] else 'does not hold'}")
-    console.print(f"total {r['timing']['total_s']:.0f} s")

