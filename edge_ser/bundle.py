@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import BundleError, EdgeSerError
+from .interrupt import on_termination
 from .manifest import MANIFEST, MAX_MANIFEST_BYTES, MODEL_CARD, FileEntry, Manifest, Variant
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,8 @@ def _remove_bundle(path: Path) -> None:
 def atomic_directory(out: str | os.PathLike, overwrite: bool = False):
     """Yield a hidden sibling folder that becomes ``out`` only if the block completes.
 
-    Any exception, Ctrl-C or SIGTERM (the CLI turns it into SystemExit) removes the folder, so a failed write
-    leaves nothing; a folder left by a killed process is removed by the next write to the same ``out``.
+    Any exception, Ctrl-C or SIGTERM (see :mod:`.interrupt`) removes the folder, so a failed write leaves
+    nothing; a folder left by a killed process (SIGKILL) is removed by the next write to the same ``out``.
     """
     out = Path(out)
     check_out(out, overwrite)
@@ -200,7 +201,8 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     (tmp / PARTIAL_MARK).touch()
     try:
-        yield tmp
+        with on_termination(lambda: shutil.rmtree(tmp, ignore_errors=True)):
+            yield tmp
         (tmp / PARTIAL_MARK).unlink()
         check_out(out, overwrite)       # what is at --out may have changed while we worked
         old = None

@@ -197,11 +197,14 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
 ):
     """Latency / memory / size / accuracy of every variant and its peers, side by side, with a Pareto plot."""
-    from .bench import run_bench
+    from rich.console import Console
+
+    from .bench import report, run_bench
 
     rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")],
                      backends=[b.value for b in backend or []] or None,
                      out=out, reps=reps, quick=quick, reference=reference, peers=peers)
+    Console(stderr=True).print(report.terminal_table(f"edge-ser bench {bundle}", rows))
     if as_json:
         print(json.dumps({"rows": rows}))
 
@@ -332,17 +335,14 @@ def _error(message: str) -> int:
     return 2
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(143)   # unwinds like Ctrl-C: partial outputs are cleaned up
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2, Ctrl-C exits 130, SIGTERM 143."""
+    from .interrupt import terminate
     from .progress import set_enabled
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     set_enabled(sys.stderr.isatty())
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, terminate)
     argv = sys.argv[1:] if argv is None else argv
     _register_plugins(argv)
     command = typer.main.get_command(app)

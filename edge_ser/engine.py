@@ -21,6 +21,12 @@ from .manifest import INPUT_NAME, OUTPUT_NAME, Variant
 
 BACKENDS = ("onnxruntime", "openvino")
 PROB_TOLERANCE = 1e-3     # a probability row must sum to 1 within this
+# OpenVINO's CPU plugin gives each compiled model an alternate signal stack and, when the model is freed, puts
+# back the one it replaced, even if that one has been freed meanwhile (models freed in another order than they
+# were made). Python runs every signal handler on the alternate stack, so the next Ctrl-C or SIGTERM then
+# crashed the process (SIGSEGV) instead of cleaning up. Compiled models are therefore never freed: they live
+# as long as the process (one per engine opened; a command opens a handful).
+_OPENVINO_KEEP: list = []
 
 
 def max_threads() -> int:
@@ -190,6 +196,7 @@ def _openvino(blobs: list[bytes], threads: int | None, name: str):
         raise BundleError(f"{name} has {len(compiled.inputs)} inputs, not one ({INPUT_NAME!r}); re-export the bundle")
     output = next((p for p in compiled.outputs if OUTPUT_NAME in p.get_names()), compiled.outputs[0])
     local = threading.local()   # an infer request holds its tensors: one per thread
+    _OPENVINO_KEEP.append((compiled, local))
 
     def infer(x: np.ndarray) -> np.ndarray:
         request = getattr(local, "request", None)

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import audio
 from .errors import AudioError, EdgeSerError
+from .interrupt import on_termination
 from .mic import Counters
 from .progress import progress
 from .recognizer import Event, Recognizer, Stream
@@ -125,7 +126,7 @@ def atomic_text(path: Path) -> Iterator[TextIO]:
     except OSError as e:
         raise EdgeSerError(f"cannot write --output {path}: {e.strerror}; choose another --output") from None
     try:
-        with f:
+        with f, on_termination(lambda: (f.flush(), os.replace(tmp, path))):
             yield f
         os.replace(tmp, path)
     except (KeyboardInterrupt, SystemExit):

@@ -102,7 +102,13 @@ def export(
                        student_time_stride=student_time_stride, student_ffn=student_ffn,
                        distill_epochs=distill_epochs, augment=augment, head=head.value, device=device, seed=seed,
                        overwrite=overwrite)
-    run_export(cfg)
+    manifest = run_export(cfg)
+    if manifest is not None:   # the main process (torchrun's others return None)
+        from rich.console import Console
+
+        from edge_ser.bundle import load_bundle
+        from edge_ser.report import variants_table
+        Console(stderr=True).print(variants_table(load_bundle(out), f"bundle {out}"))
 
 
 def register(app: typer.Typer) -> None:

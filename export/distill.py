@@ -21,6 +21,7 @@ gradient is summed over the processes, so training matches one process with the 
 from __future__ import annotations
 
 import copy
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -273,7 +274,9 @@ def distill(teacher: Encoder, waves: list[np.ndarray], cfg: DistillConfig, head:
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * -(-len(every) // cfg.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.1)
+    warm = max(1, steps // 10)   # linear warm-up over a tenth of the steps, then a cosine decay
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
 
     def score() -> float | None:
         return parallel.broadcast(validate(_on_cpu(student)) if validate and parallel.is_main() else None) \

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edge_ser.audio import SAMPLE_RATE
@@ -56,7 +58,8 @@ def reference(bundle, teacher: str) -> Peer:
             raise EdgeSerError("the torch teacher's accuracy is known only for the bundle's own teacher on its "
                                "held-out speakers")
         return vars(m.evaluation.torch_teacher)
-    return Peer(f"{encoder.name} (torch teacher)", "torch", "fp32", run=_torch_runner(model),
+    shown = Path(encoder.name).name if Path(encoder.name).exists() else encoder.name   # no local paths in reports
+    return Peer(f"{shown} (torch teacher)", "torch", "fp32", run=_torch_runner(model),
                 set_threads=_set_torch_threads, size_mb=_megabytes(model),
                 macs_per_s=m.teacher.macs_per_s if same else None, accuracy=accuracy if same else None,
                 note="a head of the bundle's shape with random weights for timing; its accuracy is the export-time "

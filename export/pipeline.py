@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from edge_ser.bundle import atomic_directory, load_bundle, write_bundle
 from edge_ser.data import Fold, heldout_split, load_corpus, load_waveforms
 from edge_ser.engine import load_graph, read_graph
 from edge_ser.errors import AudioError, DatasetError, EdgeSerError
+from edge_ser.interrupt import on_termination
 from edge_ser.evaluate import evaluate_waves
 from edge_ser.metrics import scores
 from edge_ser.progress import progress
@@ -272,7 +274,8 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
         return None
     rng = np.random.default_rng(cfg.seed)
-    with tempfile.TemporaryDirectory(prefix="edge-ser-eval-") as tmp:   # pass 1 graphs: scored, not shipped
+    with tempfile.TemporaryDirectory(prefix="edge-ser-eval-") as tmp, \
+            on_termination(lambda: shutil.rmtree(tmp, ignore_errors=True)):   # pass 1 graphs: scored, not shipped
         tmp = Path(tmp)
         calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
         variants = write_variants(evaluated.teacher, evaluated.student, tmp, calib)
@@ -289,7 +292,7 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
             v.metrics = mf.Metrics(**metrics[name])
         manifest = _manifest(cfg, ex, shipped, variants, tmp, torch_metrics, start)
         manifest = write_bundle(tmp, manifest)
-    summary(manifest, cfg.out)
+    log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)
     return manifest
 
 
@@ -337,11 +340,3 @@ def _public(value) -> str:
     if isinstance(value, Path) or (isinstance(value, str) and ("/" in value or "\\" in value) and Path(value).exists()):
         return Path(value).name
     return str(value)
-
-
-def summary(manifest: mf.Manifest, out: Path) -> None:
-    from rich.console import Console
-
-    from edge_ser.report import variants_table
-    Console(stderr=True).print(variants_table(load_bundle(out), f"bundle {out}"))
-    log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)

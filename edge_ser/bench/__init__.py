@@ -111,8 +111,6 @@ def run_bench(bundle, data: Path | None = None, threads: list[int] | None = None
     except ImportError:
         log.warning("no Pareto plot: matplotlib is not installed (pip install edge-ser[plot])")
     log.info("wrote %s/bench_%s.md, .csv, .json and pareto_%s.png", out, name, name)
-    from rich.console import Console
-    Console(stderr=True).print(report.terminal_table(f"edge-ser bench {name}", table))
     return table
 
 

@@ -476,3 +476,22 @@ def test_fuzzed_audio_files_decode_or_fail_cleanly(tmp_path_factory, data, suffi
     except AudioError:
         return
     assert x.dtype == np.float32 and np.isfinite(x).all()
+
+
+def test_signals_after_openvino_engines_are_freed_do_not_crash(tiny_bundle, tmp_path):
+    """OpenVINO models freed out of order left a dangling alternate signal stack: SIGTERM then segfaulted."""
+    pytest.importorskip("openvino")
+    code = f"""
+import gc, os, signal, time
+from edge_ser.engine import open_engine
+from edge_ser.interrupt import terminate
+signal.signal(signal.SIGTERM, terminate)
+a = open_engine({str(tiny_bundle)!r}, "ov-fp32")
+b = open_engine({str(tiny_bundle)!r}, "ov-fp32")
+del a; gc.collect()
+del b; gc.collect()
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(5)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, (r.returncode, r.stderr)

@@ -259,3 +259,34 @@ def test_predictions_start_as_least_squares_fit(tmp_path):
     identity = mse()
     fit_predictions(student, clips, targets)
     assert mse() < 0.5 * identity
+
+
+def _export_cmd(corpus, teacher, out):
+    return [sys.executable, "-m", "edge_ser", "export", "--data", str(corpus), "--teacher", str(teacher), "--out",
+            str(out), "--test-speakers", "1", "--val-speakers", "0", "--distill-epochs", "1", "--head", "linear"]
+
+
+def test_export_makes_no_network_attempt(tmp_path, corpus):
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "runtime"))
+    from test_hostile import guarded_env
+    env, log = guarded_env(tmp_path)
+    r = subprocess.run(_export_cmd(corpus, tiny_whisper(tmp_path / "teacher"), tmp_path / "bundle"),
+                       capture_output=True, text=True, env={**__import__("os").environ, **env}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not log.exists() or log.read_text() == ""
+    assert not (tmp_path / "home" / "intel").exists()
+
+
+def test_sigterm_during_export_leaves_nothing(tmp_path, corpus):
+    import signal
+    import time
+    p = subprocess.Popen(_export_cmd(corpus, tiny_whisper(tmp_path / "teacher"), tmp_path / "bundle"),
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(tmp_path.glob(".bundle.partial-*/*.onnx")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".bundle.partial-*")), "the export never started writing"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-2000:]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["teacher"]
