@@ -1,7 +1,7 @@
 """Issue 5 budgets: a 1-hour file streamed through `edge-ser run` (peak RSS, real-time factor, 1 thread).
 
 The file is built block by block from EmoDB clips separated by known silences, so it never sits in memory.
-Usage: python benchmarks/runtime_budget.py [--bundle bundles/emodb] [--model student-int8-dynamic] [--hours 1]
+Usage: python benchmarks/runtime_budget.py [--bundle bundles/emodb] [--variant auto] [--hours 1]
 Writes benchmarks/results/runtime_budget.json and .md.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def build_long_file(path: Path, clips_dir: Path, seconds: float, seed: int = 0) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=Path("bundles/emodb"))
-    ap.add_argument("--model", default="student-int8-dynamic")
+    ap.add_argument("--variant", default="auto")
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("EDGE_SER_DATA", "../shared/data/emodb")))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -49,14 +49,15 @@ def main() -> None:
     long_file = args.workdir / f"edge_ser_{args.hours:g}h.wav"
     facts = build_long_file(long_file, args.data, args.hours * 3600)
     events = args.workdir / "edge_ser_events.jsonl"
-    cmd = [sys.executable, "-m", "edge_ser.cli", "run", str(args.bundle), "--input", str(long_file),
-           "--model", args.model, "--threads", "1", "--output", str(events)]
+    events.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "edge_ser", "run", str(args.bundle), "--input", str(long_file),
+           "--variant", args.variant, "--threads", "1", "--output", str(events)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     n_events = sum(1 for _ in open(events))
-    result = {**facts, "bundle": str(args.bundle), "model": args.model, "threads": 1, "wall_s": round(wall, 1),
+    result = {**facts, "bundle": str(args.bundle), "variant": args.variant, "threads": 1, "wall_s": round(wall, 1),
               "rtf": wall / facts["audio_s"], "peak_rss_mb": round(peak_mb, 1), "events": n_events,
               "budget": {"peak_rss_mb": 200, "rtf": 0.05}}
     args.out.mkdir(parents=True, exist_ok=True)

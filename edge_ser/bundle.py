@@ -77,9 +77,10 @@ def _read_regular(path: Path, limit: int) -> bytes:
         if e.errno == errno.ELOOP:
             raise BundleError(f"bundle file {path} is a symbolic link; a bundle must hold its files itself") from None
         raise BundleError(f"cannot read bundle file {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BundleError(f"bundle file {path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BundleError(f"bundle file {path} is not a regular file")
         return f.read(limit)
 
 
@@ -199,6 +200,9 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False):
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    umask = os.umask(0o22)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)   # mkdtemp makes it private; a bundle is as readable as any file the user writes
     (tmp / PARTIAL_MARK).touch()
     try:
         with on_termination(lambda: shutil.rmtree(tmp, ignore_errors=True)):
@@ -219,13 +223,15 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False):
         raise
 
 
-def pack(bundle: Bundle | str | os.PathLike, variant: str, out: str | os.PathLike, overwrite: bool = False) -> Manifest:
-    """Write a deployment bundle at ``out`` holding one variant of ``bundle`` (checked bytes, its own card)."""
+def pack(bundle: Bundle | str | os.PathLike, variants: str | list[str], out: str | os.PathLike,
+         overwrite: bool = False) -> Manifest:
+    """Write a deployment bundle at ``out`` holding only ``variants`` (a name, a comma-separated list or a list)
+    of ``bundle``: their checked bytes, a manifest listing only them (the first is the default) and its card."""
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
-    name, v = bundle.variant(variant)
+    names = [n.strip() for n in variants.split(",")] if isinstance(variants, str) else list(variants)
+    kept = dict(bundle.variant(n) for n in names)
     check_out(Path(out), overwrite)
     with atomic_directory(out, overwrite) as tmp:
-        for f in v.files:
+        for f in {f for v in kept.values() for f in v.files}:
             (tmp / f).write_bytes(bundle.read(f))
-        manifest = replace(bundle.manifest, variants={name: v}, default_variant=name)
-        return write_bundle(tmp, manifest)
+        return write_bundle(tmp, replace(bundle.manifest, variants=kept, default_variant=names[0]))

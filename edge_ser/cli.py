@@ -83,6 +83,18 @@ def _positive(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def _name(value):
+    if value is not None and not (value if isinstance(value, str) else all(value)):
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+def _suffix(path: Optional[Path], suffix: str) -> Optional[Path]:
+    if path is not None and path.suffix.lower() != suffix:
+        raise typer.BadParameter(f"{path} must end in {suffix}")
+    return path
+
+
 def _threads(value: Optional[int]) -> Optional[int]:
     if value is not None and not 1 <= value <= _max_threads():
         raise typer.BadParameter(f"{value} is not between 1 and {_max_threads()} (4 per core)")
@@ -90,7 +102,7 @@ def _threads(value: Optional[int]) -> Optional[int]:
 
 
 THREADS = typer.Option(None, callback=_threads, help="Inference threads (1 to 4 per core) [default: the engine's].")
-VARIANT = typer.Option("auto", "--variant", "--model", help="Variant of the bundle (see `edge-ser info`); 'auto' "
+VARIANT = typer.Option("auto", "--variant", "--model", callback=_name, help="Variant of the bundle (see `edge-ser info`); 'auto' "
                        "picks the best for this CPU (--model is a deprecated alias).")
 BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variants, openvino for IR variants].")
 
@@ -99,7 +111,7 @@ BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variant
 def run(
     bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model shipped "
                                             "with edge-ser]."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="Audio file; a folder or glob (batch mode: "
+    input: Optional[str] = typer.Option(None, "--input", "-i", callback=_name, help="Audio file; a folder or glob (batch mode: "
                                         "every audio file); or - for stdin (WAV, FLAC, OGG or raw s16le mono at "
                                         "the bundle's rate)."),
     mic: bool = typer.Option(False, help="Listen to a microphone (needs edge-ser[mic])."),
@@ -109,7 +121,8 @@ def run(
     variant: str = VARIANT,
     threads: Optional[int] = THREADS,
     window: Optional[float] = typer.Option(None, callback=_positive, help="Window seconds [default: the bundle's]."),
-    hop: Optional[float] = typer.Option(None, callback=_positive, help="Hop seconds [default: the bundle's]."),
+    hop: Optional[float] = typer.Option(None, min=0.01, max=600, help="Hop seconds, at least 0.01 [default: the "
+                                        "bundle's]."),
     vad: VadName = typer.Option(VadName.energy, help="Voice activity detector."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSON Lines here instead of stdout "
                                           "(in batch mode: appended, and a rerun skips the files already in it)."),
@@ -117,8 +130,9 @@ def run(
     smooth: float = typer.Option(0.0, min=0.0, max=0.99, help="Exponential smoothing of the live view."),
     jobs: int = typer.Option(1, min=1, max=256, help="Batch mode: worker processes."),
     dask: Optional[str] = typer.Option(None, help="Batch mode: run on this Dask scheduler (tcp://host:8786)."),
-    plot: Optional[Path] = typer.Option(None, help="Draw the emotion probabilities over time into this PNG "
-                                        "(one input file; needs edge-ser[plot])."),
+    plot: Optional[Path] = typer.Option(None, callback=lambda p: _suffix(p, ".png"), help="Draw the emotion "
+                                        "probabilities over time into this PNG (one input file; needs "
+                                        "edge-ser[plot])."),
 ):
     """Detect speech and recognise emotions in a file, a folder, stdin or a microphone (JSON Lines out)."""
     from .mic import list_input_devices
@@ -139,10 +153,10 @@ def run(
     if output is not None:
         check_output(output, inputs, bundle, overwrite, append=batch)
     if plot is not None:
-        check_output(plot, inputs, bundle, overwrite)
+        check_output(plot, inputs + ([output] if output else []), bundle, overwrite)
     settings = Settings(str(bundle), variant, backend and backend.value, threads, window, hop, vad.value)
     if batch:
-        _run_batch(inputs, settings, output, jobs, dask)
+        _run_batch(inputs, settings, output, overwrite, jobs, dask)
     else:
         _run_one(settings, input, inputs, mic, device, output, smooth, plot)
 
@@ -152,7 +166,8 @@ def eval_(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     data: Path = typer.Option(None, help="Labelled audio (same forms as export) [default: $EDGE_SER_DATA or "
                               "../shared/data/emodb]."),
-    variant: Optional[list[str]] = typer.Option(None, "--variant", "--model", help="Variant(s) to score [default: "
+    variant: Optional[list[str]] = typer.Option(None, "--variant", "--model", callback=_name,
+                                                help="Variant(s) to score [default: "
                                                 "all] (--model is a deprecated alias)."),
     backend: Optional[Backend] = BACKEND,
     threads: Optional[int] = THREADS,
@@ -201,6 +216,9 @@ def bench(
 
     from .bench import report, run_bench
 
+    if out.exists() and not out.is_dir():
+        raise EdgeSerError(f"--out {out} is a file; give a folder for the bench results")
+
     rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")],
                      backends=[b.value for b in backend or []] or None,
                      out=out, reps=reps, quick=quick, reference=reference, peers=peers)
@@ -227,11 +245,11 @@ def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [d
 def pack(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     out: Path = typer.Option(..., help="Folder for the slim bundle (written atomically)."),
-    variant: Optional[str] = typer.Option(None, help="The variant to keep."),
+    variant: Optional[str] = typer.Option(None, help="The variant(s) to keep, comma-separated."),
     target: Optional[Target] = typer.Option(None, help="Keep the variant `auto` would run on this CPU family."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ):
-    """Write a deployment bundle holding one variant (its own checksums and model card)."""
+    """Write a deployment bundle holding only the variants a device needs (its own checksums and model card)."""
     from .bundle import check_out, load_bundle
     from .bundle import pack as pack_bundle
     from .targets import choose_variant
@@ -243,7 +261,7 @@ def pack(
     name = variant or choose_variant(b, target=target.value, backends=["onnxruntime", "openvino"]).name
     manifest = pack_bundle(b, name, out, overwrite)
     size = sum(f.bytes for f in manifest.files.values()) / 1e6
-    print(clean(f"wrote {out}: variant {name}, {size:.1f} MB"), file=sys.stderr)
+    print(clean(f"wrote {out}: {', '.join(manifest.variants)}, {size:.1f} MB"), file=sys.stderr)
 
 
 def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None:
@@ -285,27 +303,30 @@ def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None
         raise typer.Exit(130)
 
 
-def _run_batch(files, settings, output, jobs, dask) -> None:
+def _run_batch(files, settings, output, overwrite, jobs, dask) -> None:
     """Every file, in worker processes or on Dask; each file's lines at once; resume from --output."""
     import contextlib
 
-    from .run import done_files, run_batch
+    from .run import appending, atomic_text, done_files, run_batch
 
-    skip = done_files(output) if output else set()
+    skip = done_files(output) if output and not overwrite else set()
     if settings.threads is None and jobs > 1:
         from dataclasses import replace
         settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // jobs))
     with contextlib.ExitStack() as stack:
-        f = stack.enter_context(open(output, "a", encoding="utf-8")) if output else sys.stdout
+        if output is None:
+            f = sys.stdout
+        else:   # --overwrite: a new file, in place at the end; else append to what an earlier run wrote
+            f = stack.enter_context(atomic_text(output) if overwrite else appending(output))
         if dask:
             from .distributed import dask_client, run_dask
             client = stack.enter_context(dask_client(dask))
             counts = run_dask(files, settings, f, client, skip)
         else:
             counts = run_batch(files, settings, f, jobs, skip)
-    print(f"edge-ser run: {counts['files']} files: {counts['processed']} processed, {counts['resumed']} already in "
-          f"{output} (skipped), {counts['errors']} unreadable (error records); {counts['segments']} segments",
-          file=sys.stderr)
+    resumed = f", {counts['resumed']} already in {output} (skipped)" if output else ""
+    print(clean(f"edge-ser run: {counts['files']} files: {counts['processed']} processed{resumed}, "
+                f"{counts['errors']} unreadable (error records); {counts['segments']} segments"), file=sys.stderr)
 
 
 def _register_plugins(argv: list[str]) -> None:
@@ -328,6 +349,13 @@ def _register_plugins(argv: list[str]) -> None:
             raise EdgeSerError("edge-ser export needs the export toolchain: pip install edge-ser[export]")
 
 
+class CleanFormatter(logging.Formatter):
+    """Log lines carry file, corpus and bundle names: print them escaped (no terminal control sequences)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return clean(super().format(record), 4000)
+
+
 def _error(message: str) -> int:
     """One line on stderr, never wrapped or interpreted, whatever the terminal."""
     sys.stderr.write("error: " + clean(message, 2000) + "\n")
@@ -340,7 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     from .interrupt import terminate
     from .progress import set_enabled
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CleanFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     set_enabled(sys.stderr.isatty())
     signal.signal(signal.SIGTERM, terminate)
     argv = sys.argv[1:] if argv is None else argv

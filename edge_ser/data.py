@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import logging
 
-from .audio import AUDIO_SUFFIXES, is_silent, load_audio
+from .audio import AUDIO_SUFFIXES, is_silent, load_audio, trim_silence
 from .errors import AudioError, DatasetError, LabelError
 from .progress import progress
 
@@ -163,6 +163,13 @@ def _manifest_text(path: Path) -> str:
 
 
 def _read_manifest(path: Path, corpus: Corpus) -> None:
+    try:
+        _read_rows(path, corpus)
+    except csv.Error as e:
+        raise DatasetError(f"{path}: not a readable CSV/TSV manifest ({e}); check the file") from None
+
+
+def _read_rows(path: Path, corpus: Corpus) -> None:
     import io
 
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -269,7 +276,8 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
 
 
 def load_waveforms(corpus: Corpus, show_progress: bool = True) -> tuple[list[np.ndarray], Corpus]:
-    """Decode every item to float32 mono 16 kHz; bad or silent files become counted skips.
+    """Decode every item to float32 mono 16 kHz without its leading and trailing silence (``trim_silence``, as
+    ``Recognizer.predict`` does); bad or silent files become counted skips.
 
     Returns the waveforms and a new Corpus holding only the decoded items (in the same order).
     """
@@ -285,7 +293,7 @@ def load_waveforms(corpus: Corpus, show_progress: bool = True) -> tuple[list[np.
         if is_silent(x):
             kept.skip("silent", it.path)
             continue
-        waves.append(x)
+        waves.append(trim_silence(x))
         kept.items.append(it)
     kept.labels = sorted({it.label for it in kept.items})
     return waves, kept

@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -71,7 +72,11 @@ class Engine:
         x = np.ascontiguousarray(audio, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] == 0:
             raise ValueError(f"audio must be [batch, samples] with samples > 0, not shape {x.shape}")
-        p = np.asarray(self._infer(x), dtype=np.float32)
+        try:
+            p = np.asarray(self._infer(x), dtype=np.float32)
+        except Exception as e:   # the engines' own error types: a graph that does not take audio[batch, samples]
+            raise BundleError(f"variant {self.name!r} cannot run on audio{list(x.shape)}: "
+                              f"{str(e).splitlines()[0][:200]}; re-export the bundle") from None
         check_probs(p, len(x), len(self.labels), f"variant {self.name!r}")
         return p
 
@@ -182,12 +187,17 @@ def _openvino(blobs: list[bytes], threads: int | None, name: str):
               "CPU_RUNTIME_CACHE_CAPACITY": "0"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
+    if len(blobs) == 2 and not blobs[0].lstrip()[:1] == b"<":
+        raise BundleError(f"{name} is not OpenVINO IR XML; re-export the bundle")
     try:
         core = ov.Core()
         if len(blobs) == 2:   # IR: xml text and its weights
             model = core.read_model(model=blobs[0], weights=ov.Tensor(np.frombuffer(blobs[1], np.uint8).copy()))
-        else:                 # an ONNX graph (no external data can be reached from bytes)
-            model = core.read_model(model=blobs[0])
+        else:   # an ONNX graph, from a private empty folder: external data it names cannot be found anywhere
+            with tempfile.TemporaryDirectory(prefix="edge-ser-onnx-") as folder:
+                path = Path(folder) / "model.onnx"
+                path.write_bytes(blobs[0])
+                model = core.read_model(str(path))
         compiled = core.compile_model(model, "CPU", config)
     except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
         raise BundleError(f"OpenVINO cannot load {name}: {str(e).splitlines()[0][:300]}; "

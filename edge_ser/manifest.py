@@ -51,7 +51,7 @@ class Input:
     """What every graph of the bundle takes: mono float32 PCM, and the lengths it was made for (seconds)."""
 
     window_s: float = limits(0.05, 600.0)        # classification window for long audio
-    hop_s: float = limits(0.01, 600.0)           # between windows
+    hop_s: float = limits(0.01, 600.0)           # between windows (at least 10 ms: 100 windows per second)
     sample_rate: int = limits(8000, 48000, default=SAMPLE_RATE)
     min_input_s: float = limits(0.01, 60.0, default=0.25)    # shorter audio is repeated up to this length
     max_input_s: float = limits(0.05, 3600.0, default=30.0)  # longest input a graph takes in one call
@@ -72,6 +72,7 @@ class Metrics:
     wa: float = limits(0.0, 1.0)    # weighted accuracy: plain accuracy
     f1: float = limits(0.0, 1.0)    # macro-F1
     n: int = limits(0, 10**9)       # clips scored
+    target: str = limits(default="", max_len=40)   # the CPU family they were measured on (int8 kernels differ)
 
 
 @dataclass
@@ -158,7 +159,9 @@ class Data:
     corpus: str = limits(max_len=200)
     clips: int = limits(0, 10**9)
     speakers: int = limits(0, 10**9)
-    test_speakers: list[str] = limits(default=[], items=10_000, max_len=200)
+    test_speakers: list[str] = limits(default=[], items=10_000, max_len=200)   # held out for the metrics ...
+    trained_speakers: list[str] = limits(default=[], items=100_000, max_len=200)   # ... but the shipped files
+    # learned from these (every labelled speaker): scoring the bundle on them again would be optimistic
     label_counts: dict[str, int] = limits(0, 10**9, default={}, items=1000)
     skipped: dict[str, int] = limits(0, 10**9, default={}, items=100)
     unlabeled: str | None = limits(default=None, max_len=MAX_STR)
@@ -312,12 +315,17 @@ def _value(tp: Any, value: Any, key: str, meta: dict) -> Any:
             raise BundleError(f"{MANIFEST}: {key} must be {'an integer' if tp is int else 'a number'}, "
                               f"not {_kind(value)}")
         lo, hi = meta.get("range", (None, None))
-        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise BundleError(f"{MANIFEST}: {key} = {value:.6g} is outside {lo}..{hi}")
+        if (isinstance(value, float) and not math.isfinite(value)) or (lo is not None and value < lo) \
+                or (hi is not None and value > hi) or abs(value) > 1e15:
+            raise BundleError(f"{MANIFEST}: {key} = {str(value)[:20]} is outside {lo}..{hi}")
         return tp(value)
     if tp is str:
         if not isinstance(value, str):
             raise BundleError(f"{MANIFEST}: {key} must be a string, not {_kind(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BundleError(f"{MANIFEST}: {key} is not valid Unicode text") from None
         if len(value) > (meta.get("max_len") or MAX_STR):
             raise BundleError(f"{MANIFEST}: {key} is longer than {meta.get('max_len') or MAX_STR} characters")
         if meta.get("pattern") is not None and not meta["pattern"].fullmatch(value):

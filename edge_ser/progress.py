@@ -31,9 +31,15 @@ def bar(total: int | None, description: str = "", enabled: bool = True,
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
+    from rich.markup import escape
+
+    from .text import clean
+
+    def safe(text: str) -> str:   # descriptions may hold corpus and file names
+        return escape(clean(text, 80))
     with Progress(*columns, console=Console(stderr=True), transient=transient) as p:
-        task = p.add_task(description, total=total)
-        yield lambda steps=1, description=None: p.update(task, advance=steps, description=description) \
+        task = p.add_task(safe(description), total=total)
+        yield lambda steps=1, description=None: p.update(task, advance=steps, description=safe(description)) \
             if description else p.advance(task, steps)
 
 

@@ -23,7 +23,8 @@ from .engine import open_engine
 from .errors import AudioError, EdgeSerError
 from .vad import Segment, Vad, VadOptions, check_vad
 
-BATCH = 8  # windows per engine call
+BATCH = 8           # windows per engine call (only these are ever stacked: memory stays bounded)
+MIN_HOP_S = 0.01    # at most 100 windows per second of audio
 
 
 @dataclass
@@ -88,7 +89,6 @@ class Recognizer:
                  threads: int | None = None, window_s: float | None = None, hop_s: float | None = None,
                  vad: str = "energy", vad_options: VadOptions | None = None):
         bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
-        self.engine = open_engine(bundle, variant, backend, threads)
         self.bundle, self.labels = bundle, bundle.labels
         spec = bundle.manifest.input
         self.sample_rate = spec.sample_rate
@@ -100,11 +100,12 @@ class Recognizer:
         if not spec.min_input_s <= self.window_s <= spec.max_input_s:
             raise EdgeSerError(f"window {self.window_s} s is outside what the model takes "
                                f"({spec.min_input_s}..{spec.max_input_s} s); choose another --window")
-        if not (0 < self.hop_s <= self.window_s and self.hop >= 1):
-            raise EdgeSerError(f"hop {self.hop_s} s must be at least one sample (1/{self.sample_rate} s) and at most "
-                               f"the window ({self.window_s} s); choose another --hop")
+        if not MIN_HOP_S <= self.hop_s <= self.window_s:
+            raise EdgeSerError(f"hop {self.hop_s} s must be at least {MIN_HOP_S} s and at most the window "
+                               f"({self.window_s} s); choose another --hop")
         self.vad, self.vad_options = vad, vad_options or VadOptions()
         check_vad(vad, self.vad_options, self.sample_rate)
+        self.engine = open_engine(bundle, variant, backend, threads)   # last: the cheap checks come first
 
     @property
     def variant(self) -> str:
@@ -124,15 +125,16 @@ class Recognizer:
         if len(x) < self.min_input:
             x = np.resize(x, self.min_input)
         spans = window_spans(len(x), self.window, self.hop)
-        windows = np.stack([x[s:e] for s, e in spans])
-        probs = np.concatenate([self.engine.run(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)])
-        return spans, probs
+        probs = [self.engine.run(np.stack([x[s:e] for s, e in spans[i:i + BATCH]]))
+                 for i in range(0, len(spans), BATCH)]
+        return spans, np.concatenate(probs)
 
     def predict(self, waveform: np.ndarray, sample_rate: int = audio.SAMPLE_RATE,
                 channel_axis: int | None = None) -> Prediction:
-        """Emotion of a clip: 1-D samples (or 2-D with ``channel_axis``), resampled if needed."""
+        """Emotion of a clip: 1-D samples (or 2-D with ``channel_axis``), resampled if needed; its leading and
+        trailing silence is trimmed first (``audio.trim_silence``), as for the clips the model learned from."""
         x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
-        return Prediction.of(self.labels, self.classify(x))
+        return Prediction.of(self.labels, self.classify(audio.trim_silence(x, sr=self.sample_rate)))
 
     def stream(self, partial: bool = False, smooth: float = 0.0, windows: bool = False) -> Stream:
         """A new stream (see :class:`Stream`)."""

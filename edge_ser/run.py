@@ -12,6 +12,7 @@ without ``--overwrite`` and never writes over an input. Batch mode appends each 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -19,7 +20,6 @@ import os
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -143,6 +143,8 @@ def write_line(f: TextIO, text: str) -> None:
     try:
         f.write(text + "\n")
         f.flush()
+    except BrokenPipeError:
+        raise   # the reader went away (`| head`): the CLI exits quietly
     except OSError as e:
         raise EdgeSerError(f"cannot write events: {e.strerror}") from None
 
@@ -225,16 +227,32 @@ def process_file(path: str | os.PathLike, settings: Settings) -> list[dict]:
 
 
 def done_files(output: Path) -> set[str]:
-    """Files an earlier batch run finished (a summary or error record in ``output``)."""
+    """Files an earlier batch run finished (a summary or error record in ``output``); other lines are ignored."""
     done = set()
     if output.is_file():
         with open(output, encoding="utf-8", errors="replace") as f:
             for line in f:
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                with contextlib.suppress(ValueError, RecursionError):
                     record = json.loads(line)
-                    if "summary" in record or "error" in record:
+                    if isinstance(record, dict) and isinstance(record.get("file"), str) \
+                            and ("summary" in record or "error" in record):
                         done.add(record["file"])
     return done
+
+
+@contextlib.contextmanager
+def appending(output: Path) -> Iterator[TextIO]:
+    """``output`` opened to append whole lines (a last line cut short by a crash is ended first)."""
+    try:
+        f = open(output, "a+", encoding="utf-8")
+    except OSError as e:
+        raise EdgeSerError(f"cannot write --output {output}: {e.strerror}") from None
+    with f:
+        if f.tell() > 0:
+            f.seek(f.tell() - 1)
+            if f.read(1) != "\n":
+                f.write("\n")
+        yield f
 
 
 def write_records(results: Iterable[list[dict]], total: int, out: TextIO, counts: Counter, description: str,
@@ -253,15 +271,17 @@ def run_batch(files: list[Path], settings: Settings, out: TextIO, jobs: int = 1,
     todo = [f for f in files if str(f) not in skip]
     counts = Counter(files=len(files), resumed=len(files) - len(todo))
     recognizer_for(settings)   # fail here, once, on a bad bundle or option
-    if jobs > 1 and todo:
-        import multiprocessing as mp
-        pool = ProcessPoolExecutor(jobs, mp.get_context("spawn"))
-        results = pool.map(process_file, todo, [settings] * len(todo))
-    else:
-        pool, results = None, map(process_file, todo, [settings] * len(todo))
+    if jobs == 1 or not todo:
+        write_records(map(functools.partial(process_file, settings=settings), todo), len(todo), out, counts, "files",
+                      show_progress)
+        return counts
+    import multiprocessing as mp
+    pool = mp.get_context("spawn").Pool(jobs)
     try:
-        write_records(results, len(todo), out, counts, "files", show_progress)
+        with on_termination(pool.terminate):   # SIGTERM: no orphaned workers
+            write_records(pool.imap(functools.partial(process_file, settings=settings), todo), len(todo), out,
+                          counts, "files", show_progress)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.terminate()
+        pool.join()
     return counts

@@ -1,10 +1,12 @@
 """Which CPU this is, and which bundle variant suits it best (``--variant auto``).
 
 An exporter writes one int8 variant per CPU family (see the quantization presets of the toolchain) and records
-in each variant the targets it was made for. :func:`choose_variant` keeps the variants that run here (target
-and installed engines), drops those more than the bundle's ``evaluation.tolerance_ua`` below the most
-accurate of them, and takes the fastest measured at export on this CPU family (``latency_ms``), else the one
-made for this CPU, a student before the teacher, int8 before fp16 before fp32.
+in each variant the targets it was made for. :func:`choose_variant` keeps the student variants that run here
+(target and installed engines; the teacher is the fp32 reference, used only when no student runs), drops those
+more than the bundle's ``evaluation.tolerance_ua`` below the most accurate of them, and takes the fastest
+measured at export on this CPU family (``latency_ms``), else the one made for this CPU, int8 before fp16 before
+fp32. An int8 variant's UA measured on another CPU family does not count against it: int8 kernels differ
+(x86 without VNNI saturates where VNNI and ARM do not).
 """
 from __future__ import annotations
 
@@ -83,25 +85,31 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
     if backend is not None:
         backends = [b for b in backends if b == backend]
     tolerance = bundle.manifest.evaluation.tolerance_ua if bundle.manifest.evaluation else 0.01
-    runnable = {n: v for n, v in bundle.variants.items()
-                if ("openvino" in backends if v.format == "openvino" else backends)
-                and (not v.targets or target in v.targets)}
-    if not runnable:
-        raise BundleError(f"no variant of {bundle.path} runs on this {TARGETS[target]} with "
-                          f"{', '.join(backends) or 'no engine'} installed; pick one with --variant")
-    scored = [v.metrics.ua for v in runnable.values() if v.metrics]
-    best = max(scored, default=None)
-    accurate = {n: v for n, v in runnable.items()
-                if best is None or v.metrics is None or v.metrics.ua >= best - tolerance}
+    engines = {n: v for n, v in bundle.variants.items()
+               if ("openvino" in backends if v.format == "openvino" else backends)}
+    if not engines:
+        raise BundleError(f"no variant of {bundle.path} runs with {', '.join(backends) or 'no engine'} installed; "
+                          "pip install edge-ser[openvino] or pick one with --variant")
+    # students made for this CPU (or for any); a slimmed bundle may hold none, and any ONNX graph still runs here
+    students = {n: v for n, v in engines.items() if v.model == "student"} or engines
+    runnable = {n: v for n, v in students.items() if not v.targets or target in v.targets} or students
+    def ua(v):   # None where unknown for this CPU
+        if v.metrics is None or (v.precision == "int8" and v.metrics.target not in ("", target)):
+            return None
+        return v.metrics.ua
+    best = max((ua(v) for v in runnable.values() if ua(v) is not None), default=None)
+    accurate = {n: v for n, v in runnable.items() if best is None or ua(v) is None or ua(v) >= best - tolerance}
 
-    def rank(item):   # measured fastest on this CPU family, else made for it, a student, int8 first
+    def rank(item):   # measured fastest on this CPU family, else made for it, int8 first
         name, v = item
-        return (v.latency_ms.get(target, float("inf")), target not in v.targets, v.model != "student",
-                PRECISION_ORDER.index(v.precision), name != bundle.manifest.default_variant)
+        return (v.latency_ms.get(target, float("inf")), target not in v.targets, PRECISION_ORDER.index(v.precision),
+                name != bundle.manifest.default_variant)
     name, v = min(accurate.items(), key=rank)
-    made = "made for this CPU" if target in v.targets else "runs on any CPU"
+    made = "made for this CPU" if target in v.targets else "runs on any CPU" if not v.targets else \
+        f"made for {', '.join(v.targets)}, the only kind this bundle has"
     if target in v.latency_ms:
         made += f", fastest measured at export ({v.latency_ms[target]:.1f} ms per window)"
-    ua = f", UA {v.metrics.ua:.3f}" if v.metrics else ""
-    within = f" within {tolerance:.3f} UA of the most accurate runnable variant" if best is not None else ""
-    return Choice(name, target, f"{TARGETS[target]}: {v.precision} {v.format} variant {made}{within}{ua}")
+    score = f", UA {ua(v):.3f}" if ua(v) is not None else ", UA not measured on this CPU family"
+    within = f" within {tolerance:.3f} UA of the most accurate runnable student" if best is not None else ""
+    return Choice(name, target, f"{TARGETS[target]}: {v.precision} {v.format} {v.model} variant {made}{within}"
+                                f"{score}")

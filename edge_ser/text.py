@@ -11,3 +11,8 @@ def clean(text: object, limit: int = 500) -> str:
     ``\\xNN`` escapes, cut at ``limit`` characters. Use with rich's ``Text`` (no markup) or plain prints."""
     s = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
     return s if len(s) <= limit else s[:limit] + "…"
+
+
+def plain(text: object, limit: int = 500) -> str:
+    """``clean`` text for a matplotlib figure: ``$`` would otherwise start mathtext (and can fail to parse)."""
+    return clean(text, limit).replace("$", r"\$")

@@ -19,7 +19,7 @@ from scipy.fft import dct, rfft
 from scipy.stats import kurtosis, skew
 from torch import Tensor
 
-from edge_ser.audio import SAMPLE_RATE
+from edge_ser.audio import SAMPLE_RATE, TRIM_DB
 from edge_ser.progress import progress as track
 
 from . import parallel
@@ -67,8 +67,9 @@ def embed(model: torch.nn.Module, waves: Sequence[np.ndarray], description: str 
 
 
 def corpus_key(items: Sequence) -> str:
-    """Short hash of a corpus' file list (name, size, label, speaker of each item, in order)."""
-    h = hashlib.sha1()
+    """Short hash of a corpus' file list (name, size, label, speaker of each item, in order) and of how clips are
+    prepared (silence trimming)."""
+    h = hashlib.sha1(f"trim {TRIM_DB}\n".encode())
     for it in items:
         p = Path(it.path)
         h.update(f"{p.name}|{p.stat().st_size if p.exists() else -1}|{it.label}|{it.speaker}\n".encode())

@@ -289,7 +289,7 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
         check_parity(variants, shipped, tmp, [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.parity_clips]])
         measure_latency(variants, tmp)
         for name, v in variants.items():
-            v.metrics = mf.Metrics(**metrics[name])
+            v.metrics = mf.Metrics(**metrics[name], target=detect_target())
         manifest = _manifest(cfg, ex, shipped, variants, tmp, torch_metrics, start)
         manifest = write_bundle(tmp, manifest)
     log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)
@@ -322,7 +322,7 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
                            validation_speakers=ex.validation_speakers),
         head=mf.Head(kind=ex.head_kind, inputs=head_inputs(models.student.head)),
         data=mf.Data(corpus=corpus.name, clips=len(ex.waves), speakers=n_speakers,
-                     test_speakers=list(fold.test_speakers),
+                     test_speakers=list(fold.test_speakers), trained_speakers=list(corpus.speakers),
                      label_counts={lab: int((ex.y == i).sum()) for i, lab in enumerate(ex.labels)},
                      skipped=dict(corpus.skipped),
                      unlabeled=", ".join(p.name for p in cfg.unlabeled) or None),

@@ -29,6 +29,7 @@ class Split:
     test_labels: list[str]
     labels: list[str]
     heldout: bool            # whether ``test`` is the bundle's held-out speakers
+    test_speakers: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..text import clean
+from ..text import plain
 
 COLORS = {"torch": "tab:red", "onnxruntime": "tab:blue", "openvino": "tab:green", "opensmile": "tab:purple"}
 
@@ -48,7 +48,7 @@ def pareto_plot(rows: list[dict], path: Path, title: str = "") -> None:
             ax.annotate(str(i + 1), xy[i], ha="center", va="center", fontsize=8, zorder=4,
                         fontweight="bold" if on_front else "normal")
             size = f", {r['size_mb']:.1f} MB" if r["size_mb"] else ""
-            key.append(f"{i + 1:>2} {'*' if on_front else ' '} {clean(r['variant'], 40)} ({r['backend']}{size})")
+            key.append(f"{i + 1:>2} {'*' if on_front else ' '} {plain(r['variant'], 40)} ({r['backend']}{size})")
         fx, fy = xy[front, 0], xy[front, 1]
         ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2, label="Pareto front")
         for backend, color in colors.items():
@@ -63,7 +63,7 @@ def pareto_plot(rows: list[dict], path: Path, title: str = "") -> None:
         ax.set_ylim(xy[:, 1].min() - pad, xy[:, 1].max() + pad)
     ax.set_xlabel(f"latency per window, median ms ({t} thread{'s' if t > 1 else ''}, log scale)")
     ax.set_ylabel("UA (held-out speakers)")
-    ax.set_title(f"{clean(title, 80)}\npoint area ~ model size; black edge and * = Pareto front", fontsize=10)
+    ax.set_title(f"{plain(title, 80)}\npoint area ~ model size; black edge and * = Pareto front", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     fig.text(0.70, 0.5, "\n".join(key), family="monospace", fontsize=7.5, va="center")
     fig.subplots_adjust(left=0.07, right=0.68, top=0.88, bottom=0.1)

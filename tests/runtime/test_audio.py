@@ -191,3 +191,16 @@ def test_one_hour_file_streams_in_bounded_memory(tmp_path):
     assert abs(total - 3600 * SAMPLE_RATE) <= 2
     assert biggest <= 1.1 * SAMPLE_RATE
     assert peak < 8 * 2**20  # whole output would be 230 MB
+
+
+def test_trim_silence_keeps_the_utterance_with_a_margin():
+    from edge_ser.audio import trim_silence
+    speech = sine(300, 16000, seconds=1.0, amp=0.5)
+    x = np.concatenate([np.zeros(8000, np.float32), 1e-4 * np.ones(4000, np.float32), speech,
+                        np.zeros(16000, np.float32)])
+    y = trim_silence(x)
+    assert len(speech) <= len(y) <= len(speech) + 2 * 800 + 320   # 50 ms margins, frames of 10 ms
+    assert np.array_equal(trim_silence(y), y)                    # idempotent
+    assert len(trim_silence(np.zeros(20, np.float32))) == 20
+    quiet = 0.001 * speech                                         # relative, not absolute: a quiet clip stays
+    assert len(trim_silence(quiet)) == len(quiet)

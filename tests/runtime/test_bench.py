@@ -84,6 +84,15 @@ def test_bench_writes_every_output_with_the_columns(bundle_dir, corpus, tmp_path
         assert (out / f"pareto_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_shipped_files_are_never_scored_on_speakers_they_learned_from(bundle_dir, corpus, tmp_path):
+    b = load_bundle(bundle_dir)
+    write_bundle(bundle_dir, replace(b.manifest, data=replace(b.manifest.data, trained_speakers=["s1", "s2"])))
+    rows = bench.run_bench(bundle_dir, data=corpus, threads=[1], backends=["onnxruntime"], out=tmp_path, quick=True,
+                           peers="none")
+    assert rows[0]["ua"] == 0.9      # the export-time metric (conftest), not a re-score on training speakers
+    assert "would be optimistic" in (tmp_path / f"bench_{bundle_dir.name}.md").read_text()
+
+
 def test_peers_are_timed_in_the_same_loop_and_give_the_speedup(bundle_dir, corpus, tmp_path, monkeypatch):
     fake_peers(monkeypatch, {"slow": slow_copy})
     rows = bench.run_bench(bundle_dir, data=corpus, threads=[1], backends=["onnxruntime"], out=tmp_path,

@@ -117,6 +117,13 @@ def test_pack_keeps_one_variant_with_its_own_checksums(tiny_bundle, tmp_path):
     r = cli("pack", str(tiny_bundle), "--target", "x86-avx2", "--out", str(tmp_path / "slim2"))
     assert r.returncode == 0, r.stderr
     assert len(load_bundle(tmp_path / "slim2").variants) == 1
+    if "ov-fp32" in full.variants:   # several variants: the first is the default
+        pack(full, "ov-fp32,fp32", tmp_path / "two")
+        two = load_bundle(tmp_path / "two")
+        assert list(two.variants) == ["ov-fp32", "fp32"] and two.manifest.default_variant == "ov-fp32"
+        assert sorted(two.manifest.files) == ["model.bin", "model.onnx", "model.xml"]
+    r = cli("pack", str(tiny_bundle), "--variant", "int4", "--out", str(tmp_path / "none"))
+    assert r.returncode == 2 and "no variant 'int4'" in r.stderr and not (tmp_path / "none").exists()
 
 
 def test_scores_against_hand_computed_values():
@@ -169,3 +176,31 @@ def test_check_out_refuses_what_is_not_a_bundle(tmp_path, monkeypatch):
     with pytest.raises(EdgeSerError, match="working directory"):
         check_out(tmp_path, overwrite=True)
     check_out(tmp_path / "new" / "bundle", overwrite=False)
+
+
+def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
+    from edge_ser.targets import choose_variant
+
+    def v(model, precision, ua, targets=(), latency=None, measured="x86-avx2", fmt="onnx"):
+        files = [f"{len(variants)}.onnx"] if fmt == "onnx" else [f"{len(variants)}.xml", f"{len(variants)}.bin"]
+        for f in files:
+            (tmp_path / f).write_bytes(b"x")
+        return mf.Variant(files=files, format=fmt, precision=precision, model=model, targets=list(targets),
+                          metrics=mf.Metrics(ua=ua, wa=ua, f1=ua, n=10, target=measured),
+                          latency_ms={"x86-avx2": latency} if latency else {})
+    variants = {}
+    for name, args in {"teacher": ("teacher", "fp32", 0.90), "fp32": ("student", "fp32", 0.85, (), 17.0),
+                       "u8u8": ("student", "int8", 0.85, ("x86-avx2",), 13.0),
+                       "u8s8": ("student", "int8", 0.60, ("x86-vnni", "arm64", "arm64-dotprod"), 12.0),
+                       "ov-int8": ("student", "int8", 0.87, ("x86-vnni", "x86-avx2"), 18.0, "x86-avx2",
+                                   "openvino")}.items():
+        variants[name] = v(*args)
+    write_bundle(tmp_path, mf.Manifest(labels=["a", "b"], input=mf.Input(window_s=2.0, hop_s=1.0),
+                                       variants=variants, default_variant="fp32"))
+    b = load_bundle(tmp_path)
+    onnx_only = ["onnxruntime"]
+    assert choose_variant(b, target="x86-avx2", backends=onnx_only).name == "u8u8"        # fastest, accurate
+    assert choose_variant(b, target="x86-avx2").name == "ov-int8"                          # 0.87: u8u8 too far
+    # on ARM the u8s8 variant's saturated x86 score does not count; the teacher is never picked
+    assert choose_variant(b, target="arm64", backends=onnx_only).name == "u8s8"
+    assert choose_variant(b, target="generic", backends=onnx_only).name == "fp32"

@@ -339,7 +339,7 @@ def test_openvino_keeps_no_per_shape_cache(tiny_bundle, monkeypatch):
 def test_threads_and_hop_are_bounded(tiny_bundle):
     with pytest.raises(EdgeSerError, match="threads"):
         open_engine(tiny_bundle, threads=100_000)
-    with pytest.raises(EdgeSerError, match="at least one sample"):
+    with pytest.raises(EdgeSerError, match="at least 0.01 s"):
         Recognizer(tiny_bundle, hop_s=1e-6)
 
 
@@ -495,3 +495,149 @@ time.sleep(5)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 143, (r.returncode, r.stderr)
+
+
+# ------------------------------------------------------------------------------- found by review
+def test_openvino_never_reads_external_data_either(bundle_copy, wav, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    weights = np.array([[1.0, 0.0, -1.0]], np.float32).tobytes()
+    (tmp_path / "w.bin").write_bytes(weights)
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(FIXTURES / "external.onnx", bundle_copy / "model.onnx")
+    shutil.copyfile(FIXTURES / "external.onnx", bundle_copy / "model.xml")   # ONNX dressed up as IR
+    write_bundle(bundle_copy, load_bundle(bundle_copy, verify=False).manifest)
+    with pytest.raises(BundleError, match="OpenVINO cannot load"):
+        open_engine(bundle_copy, "fp32", backend="openvino")
+    with pytest.raises(BundleError, match="not OpenVINO IR XML"):
+        open_engine(bundle_copy, "ov-fp32")
+
+
+@pytest.mark.parametrize("fmt", ["RF64", "AU", "W64", "CAF", "AIFF"])
+def test_stdin_containers_are_decoded_not_read_as_pcm(tiny_bundle, wav, fmt):
+    x, sr = sf.read(wav, dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([x, x], axis=1), sr, format=fmt, subtype="FLOAT" if fmt != "AU" else "PCM_16")
+    piped = list(audio.stream_stdin(io.BytesIO(buf.getvalue())))
+    decoded = np.concatenate(piped)
+    assert abs(len(decoded) - len(x)) <= 2 and np.abs(decoded[:len(x) - 2] - x[:len(x) - 2]).max() < 1e-3
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda d: d["input"].__setitem__("window_s", "HUGE"), "input.window_s"),
+    (lambda d: d.__setitem__("default_variant", "SURROGATE"), "default_variant"),
+])
+def test_huge_numbers_and_broken_unicode_in_a_manifest(bundle_copy, mutate, fragment):
+    doc = manifest_doc(bundle_copy)
+    mutate(doc)
+    text = json.dumps(doc).replace('"HUGE"', "1" + "0" * 400).replace("SURROGATE", "\\ud800")
+    write_doc(bundle_copy, text)
+    assert_clean_error(cli("info", bundle_copy), fragment)
+
+
+def test_a_folder_in_place_of_a_model_file(bundle_copy):
+    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / "model.onnx").mkdir()
+    assert_clean_error(cli("info", bundle_copy), "not a regular file")
+
+
+def test_written_bundles_are_readable_as_the_umask_says(tiny_bundle, tmp_path):
+    r = cli("pack", tiny_bundle, "--variant", "fp32", "--out", tmp_path / "slim")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "slim").stat().st_mode & 0o055 == 0o055 & ~os.umask(os.umask(0o22))
+
+
+def test_batch_resume_survives_a_hand_edited_output(tiny_bundle, wav, tmp_path):
+    out = tmp_path / "events.jsonl"
+    out.write_text('{"summary": 1}\n[1, 2]\nnot json\n{"file": 3, "error": "x"}\n{"partial": tr')   # no newline
+    r = cli("run", tiny_bundle, "--input", wav.parent, "--output", out)
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert lines[4] == '{"partial": tr' and json.loads(lines[5])["file"] == str(wav)
+    r = cli("run", tiny_bundle, "--input", wav.parent, "--output", out, "--overwrite")   # start again
+    assert r.returncode == 0 and json.loads(out.read_text().splitlines()[0])["file"] == str(wav)
+
+
+def test_sigterm_leaves_no_batch_workers_behind(tiny_bundle, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(30):
+        sf.write(folder / f"{i}.wav", speechlike(3.0, 0.5, seed=i), SR)
+    p = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", str(tiny_bundle), "--input", str(folder),
+                          "--output", str(tmp_path / "e.jsonl"), "--jobs", "2"], stderr=subprocess.PIPE)
+    children = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(children) < 2:
+        children = {int(d) for d in os.listdir("/proc") if d.isdigit() and _parent(int(d)) == p.pid}
+        time.sleep(0.1)
+    assert len(children) >= 2
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    time.sleep(2)
+    assert not [c for c in children if Path(f"/proc/{c}").exists() and _parent(c) != 0]
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("PPid:")).split()[1])
+    except (OSError, StopIteration):
+        return 0
+
+
+def test_file_names_that_are_not_utf8(tiny_bundle, tmp_path):
+    odd = os.fsdecode(bytes(tmp_path) + b"/bad\xff.wav")
+    sf.write(tmp_path / "good.wav", speechlike(2.0, 0.5), SR)
+    with open(os.fsencode(odd), "wb") as f:
+        f.write((tmp_path / "good.wav").read_bytes())
+    r = cli("run", tiny_bundle, "--input", tmp_path, "--output", tmp_path / "e.jsonl")
+    assert r.returncode == 0, r.stderr
+    assert sum('"summary"' in line for line in (tmp_path / "e.jsonl").read_text().splitlines()) == 2
+
+
+def test_plot_and_bench_outputs_are_checked_first(tiny_bundle, wav, tmp_path):
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--plot", tmp_path / "out.txt"), ".png")
+    (tmp_path / "file").write_text("x")
+    start = time.monotonic()
+    assert_clean_error(cli("bench", tiny_bundle, "--out", tmp_path / "file"), "is a file")
+    assert time.monotonic() - start < 30
+
+
+def test_dollar_signs_in_plot_labels(bundle_copy, wav, tmp_path):
+    pytest.importorskip("matplotlib")
+    doc = manifest_doc(bundle_copy)
+    doc["labels"][0] = "$anger\\"
+    write_doc(bundle_copy, doc)
+    r = cli("run", bundle_copy, "--input", wav, "--plot", tmp_path / "$x$.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "$x$.png").exists()
+
+
+def test_escapes_in_corpus_names_are_not_printed_raw(tiny_bundle, tmp_path):
+    folder = tmp_path / "c\x1b]0;PWNED\x07[bold]x[/bold]"
+    (folder / "anger").mkdir(parents=True)
+    (folder / "sadness").mkdir(parents=True)
+    sf.write(folder / "anger" / "a.wav", speechlike(1.0, 0.8), SR)
+    sf.write(folder / "sadness" / "b.wav", speechlike(1.0, 0.005), SR)
+    r = cli("eval", tiny_bundle, "--data", folder)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b]" not in r.stderr and "\x1b]" not in r.stdout
+
+
+def test_absurd_sample_rates_and_csv_fields(tmp_path):
+    sf.write(tmp_path / "one_hz.wav", np.zeros(10_000, np.float32), 1)
+    with pytest.raises(AudioError, match="not audio"):
+        audio.load_audio(tmp_path / "one_hz.wav")
+    (tmp_path / "m.csv").write_text("path,label,speaker\n" + "x" * 200_000 + ",anger,s\n")
+    from edge_ser.data import load_corpus
+    from edge_ser.errors import DatasetError
+    with pytest.raises(DatasetError, match="not a readable CSV"):
+        load_corpus(tmp_path / "m.csv")
+
+
+def test_a_closed_pipe_is_not_an_error(tiny_bundle, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(20):
+        sf.write(folder / f"{i}.wav", speechlike(2.0, 0.5, seed=i), SR)
+    r = subprocess.run(f"{sys.executable} -m edge_ser run {tiny_bundle} --input {folder} | head -1", shell=True,
+                       capture_output=True, text=True, timeout=300)
+    assert "error" not in r.stderr.lower() and "Traceback" not in r.stderr and len(r.stdout.splitlines()) == 1
