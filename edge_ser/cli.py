@@ -102,8 +102,9 @@ def _threads(value: Optional[int]) -> Optional[int]:
 
 
 THREADS = typer.Option(None, callback=_threads, help="Inference threads (1 to 4 per core) [default: the engine's].")
-VARIANT = typer.Option("auto", "--variant", "--model", callback=_name, help="Variant of the bundle (see `edge-ser info`); 'auto' "
-                       "picks the best for this CPU (--model is a deprecated alias).")
+VARIANT = typer.Option("auto", "--variant", "--model", callback=_name,
+                       help="Variant of the bundle (see `edge-ser info`); 'auto' picks the best for this CPU "
+                       "(--model is a deprecated alias).")
 BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variants, openvino for IR variants].")
 
 
@@ -111,9 +112,9 @@ BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variant
 def run(
     bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model shipped "
                                             "with edge-ser]."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", callback=_name, help="Audio file; a folder or glob (batch mode: "
-                                        "every audio file); or - for stdin (WAV, FLAC, OGG or raw s16le mono at "
-                                        "the bundle's rate)."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", callback=_name,
+                                        help="Audio file; a folder or glob (batch mode: every audio file); or - for "
+                                        "stdin (WAV, FLAC, OGG or raw s16le mono at the bundle's rate)."),
     mic: bool = typer.Option(False, help="Listen to a microphone (needs edge-ser[mic])."),
     device: Optional[int] = typer.Option(None, min=0, help="Microphone device index (see --list-devices)."),
     list_devices: bool = typer.Option(False, help="List audio input devices and exit."),
