@@ -17,8 +17,11 @@ from typing import Optional
 
 import typer
 
+from .engine import BACKENDS
 from .errors import EdgeSerError
+from .targets import TARGETS
 from .text import clean
+from .vad import VADS
 
 # click's usage error, whichever click typer uses (recent typer carries its own copy)
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -27,23 +30,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Speech emotion recognition on the edge: export, run, evaluate, benchmark and pack bundles.")
 
 
-class Backend(str, enum.Enum):
-    onnxruntime = "onnxruntime"
-    openvino = "openvino"
+def _choices(name: str, values) -> type[enum.Enum]:
+    """An Enum typer shows as the choices of an option; the values come from the module that defines them."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
 
 
-class VadName(str, enum.Enum):
-    energy = "energy"
-    webrtc = "webrtc"
-    silero = "silero"
-
-
-class Target(str, enum.Enum):
-    x86_vnni = "x86-vnni"
-    x86_avx2 = "x86-avx2"
-    arm64_dotprod = "arm64-dotprod"
-    arm64 = "arm64"
-    generic = "generic"
+Backend = _choices("Backend", BACKENDS)
+VadName = _choices("VadName", VADS)
+Target = _choices("Target", TARGETS)
 
 
 def _max_threads() -> int:
@@ -124,7 +118,7 @@ def run(
     window: Optional[float] = typer.Option(None, callback=_positive, help="Window seconds [default: the bundle's]."),
     hop: Optional[float] = typer.Option(None, min=0.01, max=600, help="Hop seconds, at least 0.01 [default: the "
                                         "bundle's]."),
-    vad: VadName = typer.Option(VadName.energy, help="Voice activity detector."),
+    vad: VadName = typer.Option("energy", help="Voice activity detector."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSON Lines here instead of stdout "
                                           "(in batch mode: appended, and a rerun skips the files already in it)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output file."),

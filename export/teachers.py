@@ -15,7 +15,6 @@ package a *block* is a transformer block and a *layer* a hidden state (what a he
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import math
 import os
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_ser.audio import SAMPLE_RATE
+from edge_ser.bundle import sha256_file
 from edge_ser.errors import EdgeSerError
 
 DEFAULT_TEACHER = "whisper-base"
@@ -390,14 +390,6 @@ def _package_dir(name: str) -> Path | None:
     return Path(spec.origin).parent if spec is not None and spec.origin else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def offline_whisper_dir(name: str) -> Path | None:
     """The CTranslate2 directory of an offline teacher, joining split parts into the cache once (checksum verified).
 
@@ -411,7 +403,7 @@ def offline_whisper_dir(name: str) -> Path | None:
         return (dirs[0] / known.parts[0]).parent
     target = cache_dir() / name
     model = target / "model.bin"
-    if not (model.is_file() and model.stat().st_size == known.size and _sha256(model) == known.sha256):
+    if not (model.is_file() and model.stat().st_size == known.size and sha256_file(model) == known.sha256):
         target.mkdir(parents=True, exist_ok=True)
         tmp = target / f".model.bin.{os.getpid()}.partial"
         try:
@@ -419,7 +411,7 @@ def offline_whisper_dir(name: str) -> Path | None:
                 for d, part in zip(dirs, known.parts):
                     with open(d / part, "rb") as f:
                         shutil.copyfileobj(f, out, 1 << 20)
-            digest = _sha256(tmp)
+            digest = sha256_file(tmp)
             if digest != known.sha256:
                 raise EdgeSerError(f"The joined {name} weights have SHA-256 {digest}, not {known.sha256}: the "
                                    f"installed packages {', '.join(known.packages)} are damaged or altered; "
