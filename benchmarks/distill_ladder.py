@@ -24,7 +24,6 @@ from edge_ser_export.pipeline import ExportConfig, run_export
 
 STUDENTS = {   # name -> ExportConfig fields
     "stride 2, FFN 768": {"student_time_stride": 2, "student_ffn": 768},
-    "width 192 (random init)": {"student_width": 192, "student_init": "random"},
 }
 
 

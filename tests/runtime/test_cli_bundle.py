@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,24 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
     # on ARM the u8s8 variant's saturated x86 score does not count; the teacher is never picked
     assert choose_variant(b, target="arm64", backends=onnx_only).name == "u8s8"
     assert choose_variant(b, target="generic", backends=onnx_only).name == "fp32"
+
+
+READY = Path(__file__).resolve().parents[2] / "edge_ser" / "models" / "general"
+
+
+@pytest.mark.skipif(not (READY / MANIFEST).is_file(), reason="the ready model is not built (benchmarks/ready_model.py)")
+def test_the_ready_model_runs_with_no_bundle_argument(tmp_path):
+    import soundfile as sf
+    from conftest import speechlike
+    r = cli("info")
+    assert r.returncode == 0, r.stderr
+    assert "anger, happiness, neutral, sadness" in r.stdout and "auto picks" in r.stdout
+    sf.write(tmp_path / "clip.wav", np.concatenate([np.zeros(8000, np.float32), speechlike(2.0, 0.5)]), 16000)
+    r = cli("run", "--input", str(tmp_path / "clip.wav"))
+    assert r.returncode == 0, r.stderr
+    event = json.loads(r.stdout.splitlines()[0])
+    assert event["label"] in ("anger", "happiness", "neutral", "sadness")
+    card = (READY / "MODEL_CARD.md").read_text()
+    assert "CC BY 4.0" in card and "non-commercial" in card and "leave-one-corpus-out" in card
+    b = load_bundle(READY)   # checksums verified
+    assert sum(f.bytes for f in b.manifest.files.values()) < 20e6

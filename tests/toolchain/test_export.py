@@ -290,3 +290,11 @@ def test_sigterm_during_export_leaves_nothing(tmp_path, corpus):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err[-2000:]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["teacher"]
+
+
+def test_a_cuda_device_that_is_not_there_is_a_clear_error(tmp_path, corpus):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    r = subprocess.run(_export_cmd(corpus, tiny_whisper(tmp_path / "teacher"), tmp_path / "bundle") + ["--device",
+                       "cuda"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --device cuda: no CUDA")
