@@ -1,6 +1,6 @@
 """Does distillation improve a cheaper student? The ladder: each student with and without gradient epochs.
 
-For every student shape (narrower FFN, strided time, a narrow random-init student), two exports on the same
+For every student shape in ``STUDENTS`` (a strided student with a narrower FFN), two exports on the same
 split: ``--distill-epochs 0`` (the truncated teacher with its least-squares start: no gradient distillation) and
 ``--distill-epochs N`` with unlabeled speech (the other corpora of ../shared/data; held-out and validation
 speakers' files are left out by the export itself). Held-out UA of the torch student and of its int8 variant,
@@ -40,7 +40,7 @@ def run(args, name: str, options: dict, epochs: int) -> dict:
             "fp32_ua": m.variants["student-fp32"].metrics.ua, "int8_ua": m.variants["student-int8-u8u8"].metrics.ua,
             "int8_ms": m.variants["student-int8-u8u8"].latency_ms.get(target),
             "teacher_ms": m.variants["teacher-fp32"].latency_ms.get(target),
-            "kept_epoch": next(e.epoch for e in m.student.distillation if e.kept),
+            "kept_epoch": next((e.epoch for e in m.student.distillation if e.kept), 0),
             "validation": [e.score for e in m.student.distillation]}
 
 

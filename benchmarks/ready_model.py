@@ -6,11 +6,11 @@ and fear and BanglaSER's surprise are left out; BAVED is left out (its labels ar
 Speakers are prefixed by their corpus.
 
 1. ``build/general/corpus.csv``: the combined manifest.
-2. Leave-one-corpus-out: one export per corpus with every speaker of that corpus held out; its held-out UA is the
-   cross-corpus UA (trained on the two other corpora). These runs use no gradient distillation epochs (the
-   student's closed-form start) to fit a 2-core CPU budget.
-3. The shipped model: an export holding out 2 speakers of each corpus for its metrics, refit on every speaker
-   (2 distillation epochs, no augmented copies: about an hour on 2 cores).
+2. The shipped model: an export holding out 2 speakers of each corpus for its metrics, refit on every speaker.
+3. Leave-one-corpus-out: one export per corpus with every speaker of that corpus held out; its held-out UA is the
+   cross-corpus UA (trained on the two other corpora).
+   All of them use one recipe (``RECIPE``): no gradient distillation epochs (the student's closed-form start) and
+   no augmented copies, to fit a 2-core CPU budget (about half an hour per export); a finished export is reused.
 4. Its U8U8 int8 variant (correct on every CPU; no saturation on x86 without VNNI) is packed into
    ``edge_ser/models/general`` (package data, 13 MB), with the corpora's licences, the label mapping and the
    cross-corpus numbers in its manifest and model card.
@@ -40,6 +40,7 @@ CORPORA = {  # folder, licence as its README states it
     "turev": ("turev", "TurEV-DB (Canpolat et al., SLTU-CCURL 2020): CC BY-NC-ND 4.0, non-commercial"),
 }
 SHIPPED_VARIANTS = ("student-int8-u8u8",)
+RECIPE = {"distill_epochs": 0, "augment": 0}   # the student's closed-form start: fits a 2-core CPU budget
 OUT = Path(__file__).resolve().parents[1] / "edge_ser" / "models" / "general"
 
 
@@ -61,11 +62,20 @@ def combined_manifest(data: Path, out: Path) -> tuple[Path, dict[str, list[str]]
 
 
 def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], **options) -> dict:
+    """One export, or the numbers of a finished one at ``out`` made with the same held-out speakers and options
+    (each run takes half an hour or more on 2 cores, so the script resumes where it stopped)."""
     cfg = ExportConfig(data=manifest, out=out, teacher=teacher, test_speakers=test_speakers, overwrite=True, **options)
-    start = time.time()
-    m = run_export(cfg)
+    done = load_bundle(out).manifest if (out / "edge-ser.json").is_file() else None
+    same = {"test_speakers": ", ".join(test_speakers), "teacher": teacher, **{k: str(v) for k, v in options.items()}}
+    if done and done.export and all(done.export.config.get(k) == v for k, v in same.items()):
+        m, seconds = done, done.export.seconds
+        logging.info("%s: reusing the finished export", out)
+    else:
+        start = time.time()
+        m = run_export(cfg)
+        seconds = time.time() - start
     best = max(m.variants, key=lambda n: m.variants[n].metrics.ua)
-    return {"seconds": round(time.time() - start), "test_speakers": len(test_speakers),
+    return {"seconds": round(seconds), "test_speakers": len(test_speakers),
             "clips": m.variants[best].metrics.n, **{n: vars(v.metrics) for n, v in m.variants.items()}}
 
 
@@ -81,20 +91,20 @@ def main() -> None:
     set_enabled(True)
     manifest, speakers = combined_manifest(args.data, args.build / "corpus.csv")
     report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "loco": {}}
+    held = [s for name in CORPORA for s in speakers[name][:2]]
+    report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, **RECIPE)
     if not args.skip_loco:
         for name in CORPORA:
             report["loco"][name] = export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
-                                          distill_epochs=0, augment=0)
-    held = [s for name in CORPORA for s in speakers[name][:2]]
-    report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, distill_epochs=2, augment=0)
+                                          **RECIPE)
     bundle = load_bundle(args.build / "bundle")
     m = bundle.manifest
     loco = ", ".join(f"{n} {r[SHIPPED_VARIANTS[0]]['ua']:.3f}" for n, r in report["loco"].items())
     notes = ["labels: TurEV's calm is mapped to neutral; EmoDB's boredom, disgust and fear and BanglaSER's surprise "
              "are left out; BAVED is not used (arousal levels, not categories)"]
     if loco:
-        notes.append(f"leave-one-corpus-out UA of the int8 student (trained on the other two corpora, no gradient "
-                     f"distillation epochs): {loco}")
+        notes.append(f"leave-one-corpus-out UA of the int8 student (trained on the other two corpora, same recipe)"
+                     f": {loco}")
     data = replace(m.data, corpus="EmoDB + BanglaSER + TurEV-DB (4 shared emotions)", notes=notes,
                    licences={name: lic for name, (_, lic) in CORPORA.items()})
     write_bundle(bundle.path, replace(m, data=data))

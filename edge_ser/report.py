@@ -56,7 +56,7 @@ def variants_table(b: Bundle, title: str = "variants") -> Table:
     table = Table(title=_t(title))
     for col in ("variant", "format", "prec", "targets", "MB", "UA", "agree"):
         table.add_column(col, justify="right" if col in ("MB", "UA", "agree") else "left",
-                         overflow="fold", no_wrap=col not in ("variant", "targets"))
+                         overflow="fold", no_wrap=col != "targets")
     for name, v in b.variants.items():
         table.add_row(_t(name), v.format, v.precision, _t(", ".join(v.targets) or "any"), f"{b.size_mb(name):.1f}",
                       _f(v.metrics.ua if v.metrics else None),
