@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,7 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
     assert choose_variant(b, target="generic", backends=onnx_only).name == "fp32"
 
 
-READY = Path(__file__).resolve().parents[2] / "edge_ser" / "models" / "general"
+READY = Path(str(resources.files("edge_ser") / "models" / "general"))   # the installed package's, as `run` finds it
 
 
 @pytest.mark.skipif(not (READY / MANIFEST).is_file(), reason="the ready model is not built (benchmarks/ready_model.py)")
