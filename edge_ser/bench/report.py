@@ -8,6 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -108,10 +109,11 @@ def write(out: Path, name: str, rows: list[dict], projection: list[dict], notes:
 
 def terminal_table(title: str, rows: list[dict]) -> Table:
     """The rows in about 80 columns (the Markdown report has every column)."""
-    table = Table(title=Text(clean(title)))
+    table = Table(title=Text(clean(title)), box=box.SIMPLE_HEAD, show_edge=False,
+                  collapse_padding=True)   # no side borders, single gaps: names fit in 80 columns
     for c in TERMINAL:
         table.add_column(SHORT[c], justify="left" if c in ("variant", "backend") else "right",
-                         overflow="fold", no_wrap=c != "variant")
+                         overflow="fold", no_wrap=c != "variant", min_width=17 if c == "variant" else None)
     for r in rows:
         table.add_row(*(Text(clean(r[c])) if c == "variant" else fmt(r[c]) for c in TERMINAL))
     return table
