@@ -54,7 +54,7 @@ def pareto_plot(rows: list[dict], path: Path, title: str = "") -> None:
         for backend, color in colors.items():
             if any(r["backend"] == backend for r in pts):
                 ax.scatter([], [], color=color, alpha=0.45, label=backend)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.70, 0.06), bbox_transform=fig.transFigure)  # beside
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
