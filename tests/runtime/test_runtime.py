@@ -335,6 +335,41 @@ def test_energy_vad_on_concatenated_emodb_clips():
         assert np.sum(covered.astype(np.float64) ** 2) >= 0.98 * np.sum(clip.astype(np.float64) ** 2)
 
 
+@pytest.mark.data
+def test_silero_vad_finds_emodb_clips_and_streams_like_whole(tiny_bundle):
+    if not EMODB.is_dir():
+        pytest.skip("../shared/data/emodb is absent")
+    from edge_ser.audio import load_audio
+
+    clips = [load_audio(p) for p in sorted(EMODB.glob("*.wav"))[:4]]
+    audio, regions, t = [], [], 0.0
+    for clip in clips:
+        audio += [np.zeros(SR, np.float32), clip]
+        regions.append((t + 1.0, t + 1.0 + len(clip) / SR))
+        t += 1.0 + len(clip) / SR
+    x = np.concatenate([*audio, np.zeros(SR, np.float32)])
+    vad = Vad("silero")
+    segments = vad.feed(x) + vad.flush()
+    assert len(segments) == len(regions)
+    for seg, (start, end) in zip(segments, regions):
+        assert start - 0.5 <= seg.start / SR < seg.end / SR <= end + 0.5
+    rec = Recognizer(tiny_bundle, vad="silero")
+    assert strip(feed_in_chunks(rec, x, [1001, 333])) == strip(rec.process(x))   # its state carries across chunks
+    assert rec.process(np.zeros(3 * SR, np.float32)) == []
+
+
+def test_a_damaged_silero_model_is_a_clear_error(monkeypatch):
+    from edge_ser import vad as vad_module
+
+    vad_module._silero_session.cache_clear()
+    monkeypatch.setattr(vad_module, "SILERO_SHA256", "0" * 64)
+    try:
+        with pytest.raises(EdgeSerError, match="damaged"):
+            Vad("silero")
+    finally:
+        vad_module._silero_session.cache_clear()
+
+
 # --- run_cli: JSON lines, microphone, stdin ----------------------------------------------------
 
 def fake_mic(x, block=1600, bad_at=None):
