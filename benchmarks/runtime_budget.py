@@ -58,7 +58,8 @@ def main() -> None:
         t0 = time.perf_counter()
         child = subprocess.Popen(cmd)
         _, status, usage = os.wait4(child.pid, 0)   # this child's own peak RSS
-        if os.waitstatus_to_exitcode(status) != 0:
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
             sys.exit(f"error: {' '.join(cmd)} failed")
         wall = time.perf_counter() - t0
         peak_mb = usage.ru_maxrss / 1024

@@ -44,6 +44,11 @@ class Bundle:
     def variants(self) -> dict[str, Variant]:
         return self.manifest.variants
 
+    @property
+    def trained_speakers(self) -> set[str]:
+        """The speakers the shipped files learned from (scoring the bundle on them again would be optimistic)."""
+        return set(self.manifest.data.trained_speakers) if self.manifest.data else set()
+
     def variant(self, name: str | None = None) -> tuple[str, Variant]:
         """(name, variant): the named one, or the bundle's default; an unknown name lists the known ones."""
         name = name or self.manifest.default_variant

@@ -46,7 +46,7 @@ def evaluate_bundle(path, data, variants=None, backend: str | None = None, threa
     corpus = load_corpus(Path(data), known_labels=bundle.labels)
     waves, corpus = load_waveforms(corpus)
     log.info("%s: %s", corpus.name, corpus.skip_summary())
-    seen = set(bundle.manifest.data.trained_speakers) if bundle.manifest.data else set()
+    seen = bundle.trained_speakers
     overlap = sum(it.speaker in seen for it in corpus.items)
     if overlap:
         log.warning("%d of %d clips are of speakers the bundle learned from: their scores are optimistic; score "

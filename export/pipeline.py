@@ -288,8 +288,9 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
         variants = write_variants(shipped.teacher, shipped.student, tmp, calib)
         check_parity(variants, shipped, tmp, [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.parity_clips]])
         measure_latency(variants, tmp)
+        target = detect_target()
         for name, v in variants.items():
-            v.metrics = mf.Metrics(**metrics[name], target=detect_target())
+            v.metrics = mf.Metrics(**metrics[name], target=target)
         manifest = _manifest(cfg, ex, shipped, variants, tmp, torch_metrics, start)
         manifest = write_bundle(tmp, manifest)
     log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)

@@ -191,8 +191,7 @@ def _accuracy(bundle: Bundle, rows: list[Row], split: Split, threads: int, notes
     from ..evaluate import evaluate_waves
 
     result = {}
-    seen = set(bundle.manifest.data.trained_speakers) if bundle.manifest.data else set()
-    if split.heldout and seen & set(split.test_speakers):
+    if split.heldout and bundle.trained_speakers & set(split.test_speakers):
         notes.append("variants' accuracy: the export-time evaluation (the same recipe fit without the held-out "
                      "speakers); the shipped files were refit on every speaker, so scoring them on these clips "
                      "again would be optimistic")

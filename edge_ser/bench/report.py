@@ -111,9 +111,10 @@ def terminal_table(title: str, rows: list[dict]) -> Table:
     """The rows in about 80 columns (the Markdown report has every column)."""
     table = Table(title=Text(clean(title)), box=box.SIMPLE_HEAD, show_edge=False,
                   collapse_padding=True)   # no side borders, single gaps: names fit in 80 columns
+    word = max((len(w) for r in rows for w in clean(r["variant"]).split()), default=0)   # names never fold mid-word
     for c in TERMINAL:
         table.add_column(SHORT[c], justify="left" if c in ("variant", "backend") else "right",
-                         overflow="fold", no_wrap=c != "variant", min_width=17 if c == "variant" else None)
+                         overflow="fold", no_wrap=c != "variant", min_width=min(word, 24) if c == "variant" else None)
     for r in rows:
         table.add_row(*(Text(clean(r[c])) if c == "variant" else fmt(r[c]) for c in TERMINAL))
     return table
