@@ -9,6 +9,7 @@ error's `reason` attribute is a short tag ("empty file", "unreadable audio",
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
@@ -20,12 +21,15 @@ import soundfile as sf
 import soxr
 
 from .errors import AudioError
+from .interrupt import on_termination
 
 SAMPLE_RATE = 16000   # Hz: every graph of a bundle takes mono float32 PCM at this rate
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below 4 LSB of 16-bit audio
 TRIM_DB = 40.0       # trim_silence: edges this far below a clip's loudest 10 ms are not part of the utterance
-MIN_RATE, MAX_RATE = 1000, 768000   # sample rates a file or stream may declare
+MIN_RATE, MAX_RATE = 1000, 768000   # sample rates a file, stream or array may have
+MAX_CHANNELS = 64     # channels a file, stream or array may have
+MAX_CLIP_S = 60.0     # load_audio (eval, bench, export, adapt): longer files are refused before decoding
 _FIX = "re-encode it as WAV/FLAC/OGG (e.g. `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`) or remove it"
 
 
@@ -33,6 +37,11 @@ def _error(reason: str, message: str) -> AudioError:
     err = AudioError(message)
     err.reason = reason
     return err
+
+
+def _why(e: Exception) -> str:
+    """libsndfile's reason, without soundfile's "Error opening b'NAME': " prefix (a bytes repr of the path)."""
+    return (getattr(e, "error_string", None) or str(e)).rstrip(".")
 
 
 def _open(path: str | Path) -> sf.SoundFile:
@@ -44,12 +53,15 @@ def _open(path: str | Path) -> sf.SoundFile:
     try:
         f = sf.SoundFile(os.fsencode(path))   # bytes: any file name the file system allows
     except (sf.SoundFileError, RuntimeError) as e:
-        raise _error("unreadable audio", f"{path}: not decodable audio ({e}); {_FIX}") from None
+        raise _error("unreadable audio", f"{path}: not decodable audio ({_why(e)}); {_FIX}") from None
     if f.frames == 0 or not MIN_RATE <= f.samplerate <= MAX_RATE:
         f.close()
         raise _error("empty file" if f.frames == 0 else "bad sample rate",
                      f"{path}: " + ("the file holds no samples" if f.frames == 0 else
                                     f"a sample rate of {f.samplerate} Hz is not audio") + f"; {_FIX}")
+    if f.channels > MAX_CHANNELS:
+        f.close()
+        raise _error("too many channels", f"{path}: {f.channels} channels (at most {MAX_CHANNELS}); {_FIX}")
     return f
 
 
@@ -77,9 +89,11 @@ def _check_finite(x: np.ndarray, name: str, sr: int, offset: int = 0) -> None:
                      "the recording is damaged: re-export it from the source or remove it")
 
 
-def _check_rate(sr: int, name: str) -> None:
-    if not (isinstance(sr, (int, np.integer)) and sr > 0):
-        raise _error("bad sample rate", f"{name}: sample rate must be a positive integer, got {sr!r}")
+def check_rate(sr: int, name: str) -> None:
+    """Raise AudioError unless ``sr`` is a whole number of Hz from MIN_RATE to MAX_RATE (not a bool)."""
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or not MIN_RATE <= sr <= MAX_RATE:
+        raise _error("bad sample rate", f"{name}: the sample rate must be a whole number of Hz from {MIN_RATE} to "
+                                        f"{MAX_RATE}, not {sr!r}; pass the rate the audio was recorded at")
 
 
 def clip_fraction(x: np.ndarray, level: float = 0.999) -> float:
@@ -99,15 +113,21 @@ def trim_silence(x: np.ndarray, rel_db: float = TRIM_DB, sr: int = SAMPLE_RATE, 
     ``margin_s`` around the rest): the pauses and padding around a clip's utterance, which otherwise dilute the
     pooled statistics a head reads (held-out UA +1.8 points on EmoDB, +3 on BanglaSER). Clips of under three
     frames are returned whole."""
+    start, end = trim_bounds(x, rel_db, sr, margin_s)
+    return x[start:end]
+
+
+def trim_bounds(x: np.ndarray, rel_db: float = TRIM_DB, sr: int = SAMPLE_RATE,
+                margin_s: float = 0.05) -> tuple[int, int]:
+    """The ``[start, end)`` samples that :func:`trim_silence` keeps."""
     frame = sr // 100
     n = len(x) // frame
     if n < 3:
-        return x
+        return 0, len(x)
     energy = 10.0 * np.log10(np.mean(np.square(x[:n * frame].reshape(n, frame), dtype=np.float64), axis=1) + 1e-20)
     loud = np.flatnonzero(energy > energy.max() - rel_db)
     margin = round(margin_s * sr)
-    start, end = max(0, loud[0] * frame - margin), min(len(x), (loud[-1] + 1) * frame + margin)
-    return x[start:end]
+    return max(0, int(loud[0]) * frame - margin), min(len(x), (int(loud[-1]) + 1) * frame + margin)
 
 
 def prepare(x: np.ndarray, sr: int, *, out_sr: int = SAMPLE_RATE, name: str = "audio",
@@ -118,13 +138,19 @@ def prepare(x: np.ndarray, sr: int, *, out_sr: int = SAMPLE_RATE, name: str = "a
     ``[samples, channels]``); its channels are averaged. Float input beyond [-1, 1] is clipped; signed
     integers are scaled from full scale. Raises AudioError for empty input, NaN/Inf or an ambiguous shape.
     """
-    _check_rate(sr, name)
+    check_rate(sr, name)
     x = np.asarray(x)
     if channel_axis is not None:
         if x.ndim != 2 or channel_axis not in (0, 1, -1):
             raise _error("bad shape", f"{name}: channel_axis={channel_axis} needs a 2-D array and 0, 1 or -1; "
                                       f"got shape {x.shape}")
-        x = np.moveaxis(x, channel_axis, -1)
+        shape, x = x.shape, np.moveaxis(x, channel_axis, -1)
+        samples, channels = x.shape
+        if channels > MAX_CHANNELS or channels > samples:
+            raise _error("bad shape", f"{name}: channel_axis={channel_axis} reads shape {shape} as {samples} samples "
+                                      f"of {channels} channels (at most {MAX_CHANNELS}, and fewer than the samples); "
+                                      "pass channel_axis=0 for [channels, samples] or channel_axis=-1 for "
+                                      "[samples, channels]")
     elif x.ndim != 1:
         raise _error("bad shape", f"{name}: expected mono audio shaped [samples], got shape {x.shape}; pass "
                                   "channel_axis=0 for [channels, samples] or channel_axis=-1 for [samples, channels]")
@@ -138,14 +164,44 @@ def prepare(x: np.ndarray, sr: int, *, out_sr: int = SAMPLE_RATE, name: str = "a
     return x
 
 
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode a whole file (WAV/FLAC/OGG/...) to float32 mono at `sr` in [-1, 1]."""
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_s: float = MAX_CLIP_S) -> np.ndarray:
+    """Decode a whole file (WAV/FLAC/OGG/...) to float32 mono at `sr` in [-1, 1].
+
+    A file longer than ``max_s`` seconds is refused (AudioError, reason "too long") before it is decoded, by the
+    length its header declares, and again if its data runs on past that; it is decoded block by block, so
+    nothing much larger than the mono result is ever held (a small compressed file can hold hours of
+    many-channel audio).
+    """
     with _open(path) as f:
+        name, rate = str(path), f.samplerate
+        limit = math.floor(max_s * rate)
+        if f.frames > limit:
+            raise _too_long(name, f.frames / rate, max_s)
         try:
-            x = f.read(dtype="float32", always_2d=True)
+            x = list(_resampled(_blocks(f, name, min(rate, 1 << 16), limit, max_s), rate, sr))
         except (sf.SoundFileError, RuntimeError) as e:
-            raise _error("unreadable audio", f"{path}: decoding failed ({e}); {_FIX}") from None
-        return prepare(x, f.samplerate, out_sr=sr, name=str(path), channel_axis=-1)
+            raise _error("unreadable audio", f"{path}: decoding failed ({_why(e)}); {_FIX}") from None
+    if not x:
+        raise _error("empty file", f"{path}: the file holds no samples; {_FIX}")
+    return np.concatenate(x)
+
+
+def _too_long(name: str, seconds: float, max_s: float) -> AudioError:
+    return _error("too long", f"{name}: {seconds:.1f} s of audio, longer than the {max_s:g} s a clip may be here; "
+                              "cut it into clips (`edge-ser run` streams a recording of any length)")
+
+
+def _blocks(f: sf.SoundFile, name: str, block_frames: int, limit: int | None = None,
+            max_s: float = MAX_CLIP_S) -> Iterator[np.ndarray]:
+    """Float32 mono blocks of an open file, checked for NaN/Inf; AudioError "too long" past ``limit`` frames."""
+    offset = 0
+    for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+        x = _mono(block, name)
+        _check_finite(x, name, f.samplerate, offset)
+        offset += len(x)
+        if limit is not None and offset > limit:
+            raise _too_long(name, offset / f.samplerate, max_s)
+        yield np.clip(x, -1.0, 1.0)
 
 
 def stream_audio(path: str | Path, block_s: float = 1.0, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -155,19 +211,10 @@ def stream_audio(path: str | Path, block_s: float = 1.0, sr: int = SAMPLE_RATE) 
     file of any length never sits in memory whole. Block lengths vary by a few samples.
     """
     with _open(path) as f:
-        name, rate = str(path), f.samplerate
-
-        def blocks():
-            offset = 0
-            for block in f.blocks(blocksize=max(1, round(block_s * rate)), dtype="float32", always_2d=True):
-                x = _mono(block, name)
-                _check_finite(x, name, rate, offset)
-                offset += len(x)
-                yield np.clip(x, -1.0, 1.0)
         try:
-            yield from _resampled(blocks(), rate, sr)
+            yield from _resampled(_blocks(f, str(path), max(1, round(block_s * f.samplerate))), f.samplerate, sr)
         except (sf.SoundFileError, RuntimeError) as e:
-            raise _error("unreadable audio", f"{path}: decoding failed ({e}); {_FIX}") from None
+            raise _error("unreadable audio", f"{path}: decoding failed ({_why(e)}); {_FIX}") from None
 
 
 def _resampled(blocks: Iterator[np.ndarray], rate: int, sr: int) -> Iterator[np.ndarray]:
@@ -242,7 +289,7 @@ def stream_pcm16(fileobj: BinaryIO, sr: int = SAMPLE_RATE, block_s: float = 0.5,
     `fileobj` is a binary stream such as `sys.stdin.buffer` (e.g. `arecord -f S16_LE -r 16000 -c 1 -t raw`);
     ``first`` are bytes already read from it.
     """
-    _check_rate(sr, "PCM stream")
+    check_rate(sr, "PCM stream")
     yield from _resampled(_pcm_blocks(fileobj, "<i2", 1, 2, max(1, round(block_s * sr)), first), sr, out_sr)
 
 
@@ -279,7 +326,7 @@ def stream_wav(fileobj: BinaryIO, first: bytes = b"", block_s: float = 0.5,
     if fmt is None:
         raise _error("unreadable audio", "stdin: the WAV stream has no fmt chunk before its data")
     tag, channels, rate, bits = fmt
-    if (tag, bits) not in _WAV_TYPES or not 1 <= channels <= 64 or not MIN_RATE <= rate <= MAX_RATE:
+    if (tag, bits) not in _WAV_TYPES or not 1 <= channels <= MAX_CHANNELS or not MIN_RATE <= rate <= MAX_RATE:
         raise _error("unreadable audio", f"stdin: unsupported WAV encoding (format {tag}, {bits} bits, {channels} "
                                          f"channels, {rate} Hz); {_FIX}")
     limit = None if size in (0, 0xFFFFFFFF) else size
@@ -299,7 +346,8 @@ def stream_stdin(fileobj: BinaryIO, raw_sr: int = SAMPLE_RATE, out_sr: int = SAM
     if first == b"RIFF":
         yield from stream_wav(fileobj, first, out_sr=out_sr)
     elif first in CONTAINERS or first[:3] == b"ID3" or first[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        with tempfile.NamedTemporaryFile(prefix="edge-ser-stdin-") as tmp:
+        with tempfile.NamedTemporaryFile(prefix="edge-ser-stdin-") as tmp, \
+                on_termination(lambda: os.unlink(tmp.name)):   # SIGTERM skips the with's own cleanup
             tmp.write(first)
             while block := fileobj.read(1 << 20):
                 tmp.write(block)

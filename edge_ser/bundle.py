@@ -20,10 +20,12 @@ import re
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import BundleError, EdgeSerError
+from .head import LinearHead
 from .interrupt import on_termination
 from .manifest import MANIFEST, MAX_MANIFEST_BYTES, MODEL_CARD, FileEntry, Manifest, Variant
 
@@ -35,6 +37,12 @@ PARTIAL_MARK = ".edge-ser-partial"    # inside a folder that atomic_directory is
 class Bundle:
     path: Path
     manifest: Manifest
+    manifest_bytes: bytes = field(default=b"", repr=False, compare=False)   # edge-ser.json as read
+
+    @property
+    def id(self) -> str:
+        """The first 12 hex digits of the SHA-256 of ``edge-ser.json`` (as read): which bundle made a record."""
+        return hashlib.sha256(self.manifest_bytes or self.manifest.to_json().encode()).hexdigest()[:12]
 
     @property
     def labels(self) -> list[str]:
@@ -57,23 +65,81 @@ class Bundle:
         return name, self.variants[name]
 
     def read(self, name: str) -> bytes:
-        """The bytes of a listed file, checked against its size and SHA-256 (what an engine may run)."""
+        """The bytes of a listed file, checked against its size and SHA-256 (what an engine may run).
+
+        A file larger than half this machine's memory is refused before it is read (an engine holds its bytes
+        twice while it loads them)."""
+        entry, f = self._open(name)
+        with f:
+            if entry.bytes > _memory_bytes() // 2:
+                raise BundleError(f"bundle file {self.path / name} is {entry.bytes / 1e6:.0f} MB, more than this "
+                                  f"machine can load ({_memory_bytes() / 1e6:.0f} MB of memory); pick a smaller "
+                                  "variant (edge-ser info)")
+            try:
+                data = f.read(entry.bytes + 1)
+            except MemoryError:
+                raise BundleError(f"bundle file {self.path / name} ({entry.bytes / 1e6:.0f} MB) does not fit in "
+                                  "the memory left; pick a smaller variant (edge-ser info)") from None
+        if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise self._mismatch(name)
+        return data
+
+    def verify(self, name: str, copy_to: Path | None = None) -> None:
+        """Check a listed file against its size and SHA-256 in a stream (memory stays bounded, whatever its
+        size); with ``copy_to``, also write the bytes that were checked there."""
+        entry, f = self._open(name)
+        h, size = hashlib.sha256(), 0
+        with f, open(copy_to, "xb") if copy_to else contextlib.nullcontext() as out:
+            while size <= entry.bytes and (block := f.read(min(1 << 20, entry.bytes + 1 - size))):
+                h.update(block)
+                size += len(block)
+                if out:
+                    out.write(block)
+        if size != entry.bytes or h.hexdigest() != entry.sha256:
+            raise self._mismatch(name)
+
+    def _open(self, name: str) -> tuple[FileEntry, BinaryIO]:
+        """A listed file's entry and the file, opened safely; refused unread when its size is not the listed one."""
         entry = self.manifest.files.get(name)
         if entry is None:
             raise BundleError(f"{name} is not listed in {self.path / MANIFEST}")
-        data = _read_regular(self.path / name, entry.bytes + 1)
-        if len(data) != entry.bytes or hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise BundleError(f"bundle file {self.path / name} does not match its size and SHA-256 in {MANIFEST}: "
-                              "it was modified or corrupted; re-export the bundle")
-        return data
+        f = os.fdopen(_open_regular(self.path / name), "rb")
+        if os.fstat(f.fileno()).st_size != entry.bytes:
+            f.close()
+            raise self._mismatch(name)
+        return entry, f
+
+    def _mismatch(self, name: str) -> BundleError:
+        return BundleError(f"bundle file {self.path / name} does not match its size and SHA-256 in {MANIFEST}: "
+                           "it was modified or corrupted; re-export the bundle")
 
     def size_mb(self, name: str) -> float:
-        _, v = self.variant(name)
-        return sum(self.manifest.files[f].bytes for f in v.files) / 1e6
+        name, _ = self.variant(name)
+        return sum(self.manifest.files[f].bytes for f in self.manifest.files_of(name)) / 1e6
+
+    def head(self, variant: str | None = None) -> LinearHead:
+        """The checked head a variant's embedding goes through."""
+        _, v = self.variant(variant)
+        spec = self.manifest.heads[v.head]
+        return LinearHead.from_bytes(self.read(spec.file), spec.dim, len(self.labels), str(self.path / spec.file))
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (a large number where unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def _read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit`` bytes of a regular file that is not a symlink (no FIFO, device or link out)."""
+    with os.fdopen(_open_regular(path), "rb") as f:
+        return f.read(limit)
+
+
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor of a regular file that is not a symlink (no FIFO, device or link out)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -85,8 +151,7 @@ def _read_regular(path: Path, limit: int) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise BundleError(f"bundle file {path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit)
+    return fd
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
@@ -96,11 +161,22 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
         raise BundleError(f"{path} is not an edge-ser bundle: {MANIFEST} is missing "
                           "(make one with `edge-ser export`)")
     text = _read_regular(path / MANIFEST, MAX_MANIFEST_BYTES + 1)
-    bundle = Bundle(path, Manifest.from_json(text, str(path / MANIFEST)))
+    bundle = Bundle(path, Manifest.from_json(text, str(path / MANIFEST)), text)
     if verify:
         for name in bundle.manifest.files:
-            bundle.read(name)
+            bundle.verify(name)
     return bundle
+
+
+def ready_model_path() -> Path:
+    """The ready general-purpose model shipped inside the package: what ``Recognizer()`` and the commands load
+    when no bundle is given."""
+    from importlib import resources
+
+    path = Path(str(resources.files("edge_ser") / "models" / "general"))
+    if not (path / MANIFEST).is_file():
+        raise BundleError("this edge-ser has no ready model installed; pass a bundle made with `edge-ser export`")
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -116,7 +192,8 @@ def write_bundle(directory: Path, manifest: Manifest) -> Manifest:
     from .card import model_card
 
     directory = Path(directory)
-    names = sorted({f for v in manifest.variants.values() for f in v.files})
+    names = sorted({*(f for v in manifest.variants.values() for f in v.files),
+                    *(h.file for h in manifest.heads.values())})
     manifest = replace(manifest, files={n: FileEntry(sha256_file(directory / n), (directory / n).stat().st_size)
                                         for n in names})
     manifest.check()
@@ -234,9 +311,13 @@ def pack(bundle: Bundle | str | os.PathLike, variants: str | list[str], out: str
     of ``bundle``: their checked bytes, a manifest listing only them (the first is the default) and its card."""
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
     names = [n.strip() for n in variants.split(",")] if isinstance(variants, str) else list(variants)
+    if not names or not all(names):
+        raise EdgeSerError(f"variants {variants!r}: an empty variant name; give names separated by commas "
+                           "(see `edge-ser info`)")
     kept = dict(bundle.variant(n) for n in names)
     check_out(Path(out), overwrite)
     with atomic_directory(out, overwrite) as tmp:
-        for f in {f for v in kept.values() for f in v.files}:
-            (tmp / f).write_bytes(bundle.read(f))
-        return write_bundle(tmp, replace(bundle.manifest, variants=kept, default_variant=names[0]))
+        heads = {v.head: bundle.manifest.heads[v.head] for v in kept.values()}
+        for f in {f for name in kept for f in bundle.manifest.files_of(name)}:
+            bundle.verify(f, copy_to=tmp / f)
+        return write_bundle(tmp, replace(bundle.manifest, variants=kept, heads=heads, default_variant=names[0]))

@@ -12,6 +12,19 @@ def _metrics(m: Metrics | None) -> list[str]:
     return [_f(m.ua), _f(m.wa), _f(m.f1), _f(m.n)] if m else ["-"] * 4
 
 
+def usage_terms(m: Manifest) -> str | None:
+    """"non-commercial use only (...)" when a corpus the model learned from allows no commercial use."""
+    nc = [k for k, v in (m.data.licences if m.data else {}).items() if "NC" in v or "non-commercial" in v.lower()]
+    return f"non-commercial use only: it learned from {', '.join(nc)} (licence: see Data licences)" if nc else None
+
+
+def head_lines(m: Manifest) -> list[tuple[str, str]]:
+    """(name, description) of each head: what it reads, how it was fit, its calibration."""
+    return [(name, f"{h.kind} on {h.inputs or 'pooled hidden states'} ({h.dim} numbers)"
+             + (f"; {h.fit}" if h.fit else "") + f"; marks an event unsure below top probability {h.unsure_below:g}")
+            for name, h in m.heads.items()]
+
+
 def model_card(m: Manifest) -> str:
     """Markdown: what the model does, what it learned from (with licences), how it was scored, its variants."""
     i = m.input
@@ -26,8 +39,15 @@ def model_card(m: Manifest) -> str:
         lines.append(f"- Teacher: {t.name} ({t.family}, {t.blocks} blocks x {t.dim}; weights from {t.source or '?'})")
     if m.student:
         lines.append(f"- Student: {m.student.summary}")
-    if m.head:
-        lines.append(f"- Head: {m.head.kind} on {m.head.inputs or 'pooled hidden states'}")
+    lines += [f"- Head {name}: {text}" for name, text in head_lines(m)]
+    if m.adapted:
+        a = m.adapted
+        est = f"UA {a.ua:.3f} +/- {a.ua_spread:.3f}" if a.ua is not None else "no estimate"
+        lines.append(f"- Adapted (`edge-ser adapt`) from bundle {a.base} (labels {', '.join(a.base_labels)}) on the "
+                     f"embeddings of {a.variant}: {est} by {a.protocol}"
+                     + ("" if a.speaker_independent else " (NOT speaker-independent)"))
+    terms = usage_terms(m)
+    lines += [f"- **Use: {terms}**"] if terms else []
     if m.data:
         d = m.data
         counts = ", ".join(f"{k} {v}" for k, v in d.label_counts.items())

@@ -6,6 +6,7 @@ SIGTERM 143, after cleaning up. Toolchain commands (``export``) come from entry 
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -13,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -21,7 +22,7 @@ from .engine import BACKENDS
 from .errors import EdgeSerError
 from .targets import TARGETS
 from .text import clean
-from .vad import VADS
+from .vad import DEFAULT_VAD, VADS
 
 # click's usage error, whichever click typer uses (recent typer carries its own copy)
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -40,6 +41,19 @@ VadName = _choices("VadName", VADS)
 Target = _choices("Target", TARGETS)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"edge-ser {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Options before the command."""
+
+
 def _max_threads() -> int:
     from .engine import max_threads
     return max_threads()
@@ -51,12 +65,9 @@ def default_data() -> Path:
 
 
 def default_bundle() -> Path:
-    """The ready general-purpose model shipped inside the package."""
-    from importlib import resources
-    path = Path(str(resources.files("edge_ser") / "models" / "general"))
-    if not (path / "edge-ser.json").is_file():
-        raise EdgeSerError("this edge-ser has no ready model installed; pass a bundle made with `edge-ser export`")
-    return path
+    """The ready general-purpose model shipped inside the package (:func:`edge_ser.bundle.ready_model_path`)."""
+    from .bundle import ready_model_path
+    return ready_model_path()
 
 
 def _thread_list(value: str) -> list[int]:
@@ -80,6 +91,23 @@ def _positive(value: Optional[float]) -> Optional[float]:
 def _name(value):
     if value is not None and not (value if isinstance(value, str) else all(value)):
         raise typer.BadParameter("must not be empty")
+    return value
+
+
+def _variant_list(value: Optional[str]) -> Optional[str]:
+    if value is not None and not all(n.strip() for n in value.split(",")):
+        raise typer.BadParameter(f"{value!r} holds an empty variant name; give names separated by commas "
+                                 "(see `edge-ser info`)")
+    return value
+
+
+def label_map_option(value: Optional[str]) -> Optional[str]:
+    """``--label-map``: checked when the command line is parsed (eval, export)."""
+    from .data import parse_label_map
+    try:
+        parse_label_map(value)
+    except EdgeSerError as e:
+        raise typer.BadParameter(str(e)) from None
     return value
 
 
@@ -118,9 +146,11 @@ def run(
     window: Optional[float] = typer.Option(None, callback=_positive, help="Window seconds [default: the bundle's]."),
     hop: Optional[float] = typer.Option(None, min=0.01, max=600, help="Hop seconds, at least 0.01 [default: the "
                                         "bundle's]."),
-    vad: VadName = typer.Option("energy", help="Voice activity detector."),
+    vad: VadName = typer.Option(DEFAULT_VAD, help="Voice activity detector: silero (a small neural network, the "
+                                "most accurate), energy (numpy only, the fastest) or webrtc (needs edge-ser[webrtc])."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSON Lines here instead of stdout "
-                                          "(in batch mode: appended, and a rerun skips the files already in it)."),
+                                          "(in batch mode: appended, and a rerun with the same bundle and variant "
+                                          "skips the files already in it)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output file."),
     smooth: float = typer.Option(0.0, min=0.0, max=0.99, help="Exponential smoothing of the live view."),
     jobs: int = typer.Option(1, min=1, max=256, help="Batch mode: worker processes."),
@@ -130,12 +160,16 @@ def run(
                                         "edge-ser[plot])."),
 ):
     """Detect speech and recognise emotions in a file, a folder, stdin or a microphone (JSON Lines out)."""
+    from .audio import AUDIO_SUFFIXES
     from .mic import list_input_devices
     from .run import Settings, check_output, list_inputs
 
     if list_devices:
         print(list_input_devices())
         return
+    if bundle is not None and (bundle.is_file() or (bundle.suffix.lower() in AUDIO_SUFFIXES and not bundle.is_dir())):
+        raise EdgeSerError(f"{bundle} was taken as the bundle (the first argument is a bundle folder); to recognise "
+                           f"emotions in it, give it as the input: edge-ser run --input {bundle}")
     if (input is None) == (not mic):
         raise EdgeSerError("give exactly one of --input (a file, folder, glob or -) and --mic")
     inputs = [] if mic or input == "-" else list_inputs(input)
@@ -148,7 +182,9 @@ def run(
     if output is not None:
         check_output(output, inputs, bundle, overwrite, append=batch)
     if plot is not None:
-        check_output(plot, inputs + ([output] if output else []), bundle, overwrite)
+        if output is not None and plot.resolve() == output.resolve():
+            raise EdgeSerError(f"--plot {plot} is the same file as --output; choose another --plot")
+        check_output(plot, inputs, bundle, overwrite, option="--plot")
     settings = Settings(str(bundle), variant, backend and backend.value, threads, window, hop, vad.value)
     if batch:
         _run_batch(inputs, settings, output, overwrite, jobs, dask)
@@ -158,25 +194,30 @@ def run(
 
 @app.command("eval")
 def eval_(
-    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model]."),
     data: Path = typer.Option(None, help="Labelled audio (same forms as export) [default: $EDGE_SER_DATA or "
                               "../shared/data/emodb]."),
+    label_map: Optional[str] = typer.Option(None, callback=label_map_option, help="Rename or drop labels first: "
+                                            "FROM=TO[,FROM=TO...]; FROM= drops FROM (e.g. calm=neutral,boredom=). "
+                                            "Labels the model does not know are left out and counted."),
     variant: Optional[list[str]] = typer.Option(None, "--variant", "--model", callback=_name,
-                                                help="Variant(s) to score [default: "
-                                                "all] (--model is a deprecated alias)."),
+                                                help="Variant(s) to score [default: every one an installed "
+                                                "engine runs] (--model is a deprecated alias)."),
     backend: Optional[Backend] = BACKEND,
     threads: Optional[int] = THREADS,
     as_json: bool = typer.Option(False, "--json", help="Print {\"variants\": {NAME: {ua, wa, f1, n}}} on stdout."),
 ):
-    """Score every variant of a bundle on labelled data (UA, WA, macro-F1)."""
+    """Score the variants of a bundle on labelled data (UA, WA, macro-F1)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from .evaluate import evaluate_bundle
 
+    bundle = bundle or default_bundle()
     data = data or default_data()
-    result = evaluate_bundle(bundle, data, variants=variant, backend=backend and backend.value, threads=threads)
+    result = evaluate_bundle(bundle, data, variants=variant, backend=backend and backend.value, threads=threads,
+                             label_map=label_map)
     if as_json:
         print(json.dumps(result))
         return
@@ -213,6 +254,12 @@ def bench(
 
     if out.exists() and not out.is_dir():
         raise EdgeSerError(f"--out {out} is a file; give a folder for the bench results")
+    from .manifest import MANIFEST
+    inside = next((p for p in [out.resolve(), *out.resolve().parents] if (p / MANIFEST).is_file()), None)
+    if inside is not None:
+        where = "a bundle" if inside == out.resolve() else f"inside the bundle {inside}"
+        raise EdgeSerError(f"--out {out} is {where}; a bundle holds only its own files: choose another --out for "
+                           "the bench results")
 
     rows = run_bench(bundle, data=data, threads=[int(t) for t in threads.split(",")],
                      backends=[b.value for b in backend or []] or None,
@@ -240,7 +287,8 @@ def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [d
 def pack(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     out: Path = typer.Option(..., help="Folder for the slim bundle (written atomically)."),
-    variant: Optional[str] = typer.Option(None, help="The variant(s) to keep, comma-separated."),
+    variant: Optional[str] = typer.Option(None, callback=_variant_list,
+                                          help="The variant(s) to keep, comma-separated."),
     target: Optional[Target] = typer.Option(None, help="Keep the variant `auto` would run on this CPU family."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ):
@@ -253,28 +301,91 @@ def pack(
         raise EdgeSerError("give exactly one of --variant and --target")
     check_out(out, overwrite)
     b = load_bundle(bundle)
-    name = variant or choose_variant(b, target=target.value, backends=["onnxruntime", "openvino"]).name
+    name = variant
+    if target is not None:
+        name = choose_variant(b, target=target.value, backends=["onnxruntime", "openvino"]).name
+        made = b.variants[name].targets
+        if made and target.value not in made:
+            print(clean(f"note: {bundle} has no variant made for {target.value}; packing {name}, made for "
+                        f"{', '.join(made)}"), file=sys.stderr)
     manifest = pack_bundle(b, name, out, overwrite)
     size = sum(f.bytes for f in manifest.files.values()) / 1e6
     print(clean(f"wrote {out}: {', '.join(manifest.variants)}, {size:.1f} MB"), file=sys.stderr)
 
 
-def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None:
-    """One file, stdin or the microphone through one stream; events as they come; exit 130 after Ctrl-C."""
-    import contextlib
+@app.command()
+def adapt(
+    bundle: Optional[Path] = typer.Argument(None, help="Base bundle [default: the ready model]."),
+    data: Path = typer.Option(..., help="Your labelled clips, any label set (same forms as export: label "
+                              "folders, a manifest.csv with path,label,speaker, EmoDB or RAVDESS names)."),
+    out: Path = typer.Option(..., help="Folder for the new bundle (written atomically)."),
+    variant: str = VARIANT,
+    threads: Optional[int] = THREADS,
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
+):
+    """Teach a bundle your own emotions from a few labelled clips: a new head on its encoder, no torch."""
+    from .adapt import adapt as adapt_clips
+    from .bundle import check_out
+    from .data import load_corpus, load_waveforms
+    from .recognizer import Recognizer
 
+    check_out(out, overwrite)
+    corpus = load_corpus(data)
+    rec = Recognizer(bundle or default_bundle(), variant=variant, threads=threads)
+    waves, corpus = load_waveforms(corpus)
+    if not waves:
+        raise EdgeSerError(f"{data}: none of its clips is usable ({corpus.skip_summary()})")
+    speakers = [it.speaker for it in corpus.items]
+    new, report = adapt_clips(rec, waves, [it.label for it in corpus.items],
+                              speakers if len(set(speakers)) > 1 else None, corpus=corpus.name,
+                              skipped=dict(corpus.skipped), show_progress=True)
+    new.save(out, overwrite)
+    print(clean(f"wrote {out}: labels {', '.join(new.labels)} on {rec.variant}; {len(waves)} clips "
+                f"({corpus.skip_summary()}); {report.summary()}"), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_stops(terminated: list) -> Iterator[None]:
+    """SIGTERM stops the block as Ctrl-C does (KeyboardInterrupt: the open segment is flushed, the files done are
+    written) and is noted in ``terminated``; a second SIGTERM exits at once (:func:`edge_ser.interrupt.terminate`)."""
+    def handler(signum, frame):
+        terminated.append(signum)
+        signal.signal(signal.SIGTERM, previous)
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _bundle_name(settings) -> str:
+    """The bundle as a person knows it: its folder name, or the ready model."""
+    path = Path(settings.bundle).resolve()
+    with contextlib.suppress(EdgeSerError):
+        if path == default_bundle().resolve():
+            return "ready model"
+    return path.name
+
+
+def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None:
+    """One file, stdin or the microphone through one stream; events as they come (a no_speech record when there
+    are none: see :func:`edge_ser.run.whole_clip_event`); exit 130 after Ctrl-C, 143 after SIGTERM, each after
+    flushing the open segment."""
     from .audio import stream_audio
     from .mic import Counters, mic_chunks
-    from .run import atomic_text, recognizer_for, run_chunks, stdin_chunks, write_line
+    from .run import (atomic_text, event_record, no_speech_record, recognizer_for, run_chunks, short_clip,
+                      stdin_chunks, whole_clip_event, write_line)
 
     recognizer = recognizer_for(settings)
     live = mic and sys.stderr.isatty()
-    stream = recognizer.stream(partial=live, smooth=smooth, windows=plot is not None)
+    stream = recognizer.stream(recognizer.sample_rate, partial=live, smooth=smooth, windows=plot is not None)
     counters = Counters()
     sr = recognizer.sample_rate
-    chunks = mic_chunks(device, sr, counters) if mic else stdin_chunks(sr) if input == "-" else \
-        stream_audio(inputs[0], sr=sr)
-    events = []
+    clip = None if mic else short_clip(stdin_chunks(sr) if input == "-" else stream_audio(inputs[0], sr=sr),
+                                       recognizer)
+    chunks = mic_chunks(device, sr, counters) if mic else clip
+    events, terminated = [], []
     with contextlib.ExitStack() as stack:
         f = stack.enter_context(atomic_text(output)) if output else sys.stdout
         view = None
@@ -282,61 +393,85 @@ def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None
             from .view import LiveView
             view = stack.enter_context(LiveView(recognizer.labels, counters))
 
+        def write(record: dict) -> None:
+            write_line(f if output else sys.stdout, json.dumps(record, allow_nan=False))   # stdout looked up now:
+            # the view moves it
+
         def emit(event) -> None:
-            write_line(f if output else sys.stdout, event.to_json())   # stdout looked up now: the view moves it
+            write(event_record(event, recognizer))
             events.append(event)
             if view:
                 view.event(event)
-        summary = run_chunks(stream, chunks, emit, counters, skip_bad=mic, on_chunk=view.update if view else None)
-    print(summary.line(), file=sys.stderr)
+        with _sigterm_stops(terminated):
+            summary = run_chunks(stream, chunks, emit, counters, skip_bad=mic,
+                                 on_chunk=view.update if view else None)
+        if not events:
+            fallback = None if summary.interrupted or clip is None else whole_clip_event(recognizer, clip.samples())
+            if fallback:
+                write(event_record(fallback, recognizer, fallback=True))
+                events.append(fallback)
+                summary.segments = 1
+            else:
+                write(no_speech_record(recognizer, summary.audio_s))
+    print(summary.line(microphone=mic, stopped="terminated" if terminated else "interrupted"), file=sys.stderr)
     if plot is not None:
         from .timeline import plot_timeline
+        name = Path(input).name if input not in (None, "-") else "microphone" if mic else "stdin"
         plot_timeline(events, recognizer.labels, summary.audio_s, plot,
-                      title=f"{Path(input).name if input not in (None, '-') else 'stream'}: {recognizer.variant}")
+                      title=f"{name}: {_bundle_name(settings)}, variant {recognizer.variant}")
         print(clean(f"wrote {plot}"), file=sys.stderr)
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(143 if terminated else 130)
 
 
 def _run_batch(files, settings, output, overwrite, jobs, dask) -> None:
-    """Every file, in worker processes or on Dask; each file's lines at once; resume from --output."""
-    import contextlib
+    """Every file, in worker processes or on Dask; each file's lines at once; resume from an --output that this
+    bundle and variant wrote; exit 130 after Ctrl-C, 143 after SIGTERM, with what was done written and counted."""
+    from .run import appending, atomic_text, read_earlier, recognizer_for, run_batch
 
-    from .run import appending, atomic_text, done_files, run_batch
-
-    skip = done_files(output) if output and not overwrite else set()
+    earlier = read_earlier(output) if output and not overwrite and output.exists() else None   # before loading
     if settings.threads is None and jobs > 1:
         from dataclasses import replace
         settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // jobs))
+    if earlier is not None:
+        earlier.check(recognizer_for(settings))
+    terminated = []
     with contextlib.ExitStack() as stack:
         if output is None:
             f = sys.stdout
         else:   # --overwrite: a new file, in place at the end; else append to what an earlier run wrote
-            f = stack.enter_context(atomic_text(output) if overwrite else appending(output))
-        if dask:
-            from .distributed import dask_client, run_dask
-            client = stack.enter_context(dask_client(dask))
-            counts = run_dask(files, settings, f, client, skip)
-        else:
-            counts = run_batch(files, settings, f, jobs, skip)
+            f = stack.enter_context(atomic_text(output) if overwrite else
+                                    appending(output, earlier.keep if earlier else 0))
+        skip = earlier.done if earlier else set()
+        with _sigterm_stops(terminated):
+            if dask:
+                from .distributed import dask_client, run_dask
+                client = stack.enter_context(dask_client(dask))
+                counts = run_dask(files, settings, f, client, skip)
+            else:
+                counts = run_batch(files, settings, f, jobs, skip)
     resumed = f", {counts['resumed']} already in {output} (skipped)" if output else ""
+    fallback = f", {counts['vad_fallback']} classified whole (vad_fallback)" if counts["vad_fallback"] else ""
+    left = counts["files"] - counts["resumed"] - counts["processed"] - counts["errors"]
+    stopped = f"; {left} not done ({'terminated' if terminated else 'interrupted'})" if counts["interrupted"] else ""
     print(clean(f"edge-ser run: {counts['files']} files: {counts['processed']} processed{resumed}, "
-                f"{counts['errors']} unreadable (error records); {counts['segments']} segments"), file=sys.stderr)
+                f"{counts['errors']} unreadable (error records), {counts['no_speech']} with no speech found "
+                f"(no_speech records){fallback}; {counts['segments']} segments{stopped}"), file=sys.stderr)
+    if counts["interrupted"]:
+        raise typer.Exit(143 if terminated else 130)
 
 
 def _register_plugins(argv: list[str]) -> None:
     """Add the toolchain's commands (entry points), loading them only for the top-level help or when one of them
     is the command (so `edge-ser run` imports nothing of the toolchain); a stub `export` says what to install
     when the toolchain is absent."""
-    from .plugins import COMMANDS, find, load
+    from .plugins import COMMANDS, call, find
 
     found = find(COMMANDS)
     command = next((a for a in argv if not a.startswith("-")), None)
     for name, ep in found.items():
         if command is None or command == name:
-            register = load(ep)
-            if register is not None:
-                register(app)
+            call(ep, app)   # a broken plugin is logged and skipped
     if "export" not in found:
         @app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
         def export(ctx: typer.Context):
@@ -376,6 +511,8 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeSerError as e:
         sys.exit(_error(str(e)))
     except typer.Exit as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):   # typer's own Ctrl-C handling says nothing
+            sys.stderr.write("interrupted\n")
         sys.exit(e.exit_code)
     except UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":   # `edge-ser` alone: show the help

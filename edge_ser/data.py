@@ -13,13 +13,14 @@
   (``ROOT/LABEL/SPEAKER/file``) when there is one, else parsed from an EmoDB or RAVDESS-style
   file name, else ``"unknown"``.
 
-A folder holding ``manifest.csv`` (or ``.tsv``) is read through it: a manifest wins over the layout. When the
-files sit in label folders *and* their names carry labels (EmoDB, RAVDESS), both must agree; a disagreement is
-an error naming both. Hidden files and folders (``.name``) are ignored. A manifest that is not UTF-8 is read
-as Latin-1.
+A folder holding ``manifest.csv`` (or ``.tsv``) is read through it: a manifest wins over the layout. When
+files whose names carry labels (EmoDB, RAVDESS) sit in a folder named like an emotion (``LABEL_WORDS``), the
+two must agree; a disagreement is an error naming both (other folders, such as speakers or sessions, are not
+labels). Hidden files and folders (``.name``) are ignored. A manifest that is not UTF-8 is read as Latin-1.
 
-Labels are lower-case English nouns (folder and manifest labels are lower-cased). Items that
-cannot be used are skipped and counted by reason in `Corpus.skipped`.
+Labels are lower-case English nouns (folder and manifest labels are lower-cased). A label map
+(:func:`parse_label_map`, ``--label-map FROM=TO,FROM=``) renames labels or drops them. Items that cannot be
+used are skipped and counted by reason in `Corpus.skipped`.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ RAVDESS_LABELS = {"01": "neutral", "02": "calm", "03": "happiness", "04": "sadne
                   "05": "anger", "06": "fear", "07": "disgust", "08": "surprise"}
 BANGLASER_LABELS = {"01": "happiness", "02": "sadness", "03": "anger", "04": "surprise", "05": "neutral"}
 SCHEMES = ("auto", "emodb", "ravdess", "banglaser", "manifest", "folders")
+# the labels file names can carry: a folder named one of these is a label folder, other folders are not
+LABEL_WORDS = frozenset(EMODB_LABELS.values()) | frozenset(RAVDESS_LABELS.values()) | \
+    frozenset(BANGLASER_LABELS.values())
 UNKNOWN_SPEAKER = "unknown"
 
 _EMODB = re.compile(r"^(\d{2})([a-z]\d{2})([WLEAFTN])([a-z])$")
@@ -195,28 +199,75 @@ def _read_rows(path: Path, corpus: Corpus) -> None:
                 corpus.items.append(Item(file, label, speaker))
 
 
-def _check_folder_labels(root: Path, items: list[Item]) -> None:
-    """When every file sits in a sub-folder and those folders look like labels, they must agree with the labels
-    the file names give (a disagreement means the user meant the folders)."""
-    if not items or any(it.path.parent == root for it in items):
-        return
-    folder = {it.path: it.path.relative_to(root).parts[0].strip().lower() for it in items}
-    if not set(folder.values()) & {it.label for it in items}:
-        return   # the folders are not labels (speakers, sessions, ...)
+def _check_folder_labels(root: Path, items: list[Item], label_map: dict[str, str]) -> None:
+    """A file in a folder named like an emotion (``LABEL_WORDS``) must have that label in its name too (or the
+    label its name's maps to): a disagreement means the user meant the folders. Files at the root or in other
+    folders are not checked."""
     for it in items:
-        if folder[it.path] != it.label:
-            raise DatasetError(f"{it.path}: its folder says {folder[it.path]!r} but its file name says {it.label!r}; "
+        parts = it.path.relative_to(root).parts
+        folder = parts[0].strip().lower() if len(parts) > 1 else None
+        if folder in LABEL_WORDS and folder not in (it.label, label_map.get(it.label)):
+            raise DatasetError(f"{it.path}: its folder says {folder!r} but its file name says {it.label!r}; "
                                "the two label sources disagree: rename the folders, or list the files in a CSV "
                                "manifest (path,label,speaker)")
 
 
-def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme: str = "auto") -> Corpus:
+def parse_label_map(text: str | None) -> dict[str, str]:
+    """``FROM=TO[,FROM=TO...]`` -> {FROM: TO}, lower-cased; an empty TO (``FROM=``) drops the label FROM.
+    None or an empty string is no map. Raises DatasetError for a malformed map."""
+    mapping: dict[str, str] = {}
+    if not (text or "").strip():
+        return mapping
+    for part in text.split(","):
+        source, sep, target = part.partition("=")
+        source, target = source.strip().lower(), target.strip().lower()
+        if not sep or not source or "=" in target:
+            raise DatasetError(f"label map {text!r}: {part.strip()!r} is not FROM=TO (or FROM= to drop FROM); "
+                               "write e.g. calm=neutral,boredom=")
+        if source in mapping:
+            raise DatasetError(f"label map {text!r} maps {source!r} twice; give each label once")
+        mapping[source] = target
+    return mapping
+
+
+def apply_label_map(corpus: Corpus, label_map: dict[str, str]) -> None:
+    """Rename the items' labels by ``label_map`` (FROM -> TO), and drop those mapped to "" (counted skips,
+    reason "label 'FROM' dropped"). Not transitive: each label is mapped once."""
+    kept = []
+    seen = {it.label for it in corpus.items}
+    for it in corpus.items:
+        target = label_map.get(it.label, it.label)
+        if target:
+            kept.append(Item(it.path, target, it.speaker))
+        else:
+            corpus.skip(f"label {it.label!r} dropped", it.path)
+    corpus.items = kept
+    for source in sorted(set(label_map) - seen):
+        log.warning("%s: the label map names %r, but no item has that label (its labels: %s)", corpus.name, source,
+                    ", ".join(sorted(seen)))
+
+
+def drop_other_labels(corpus: Corpus, labels: list[str], reason: str = "not a label of the model") -> None:
+    """Move the items whose label is not in ``labels`` to the skipped counts (reason "label 'X' REASON")."""
+    known = set(labels)
+    for it in corpus.items:
+        if it.label not in known:
+            corpus.skip(f"label {it.label!r} {reason}", it.path)
+    corpus.items = [it for it in corpus.items if it.label in known]
+    corpus.labels = sorted({it.label for it in corpus.items})
+
+
+def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme: str = "auto",
+                label_map: dict[str, str] | str | None = None) -> Corpus:
     """Load a labelled corpus from a folder or a CSV/TSV manifest (see the module docstring).
 
-    Raises DatasetError when nothing usable is found, LabelError when an item's label is not
-    in `known_labels`.
+    ``label_map`` ({FROM: TO}, or its text form for :func:`parse_label_map`) renames labels first; a label mapped
+    to "" is dropped (counted skips). Raises DatasetError when nothing usable is found, LabelError when an item's
+    label (after the map) is not in `known_labels`.
     """
     path = Path(path)
+    if label_map is None or isinstance(label_map, str):
+        label_map = parse_label_map(label_map)
     if scheme not in SCHEMES:
         raise DatasetError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if not path.exists():
@@ -228,7 +279,7 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
         inner = next((path / n for n in MANIFEST_NAMES if (path / n).is_file()), None)
         if inner is not None:
             log.info("%s: reading the corpus through %s", path, inner.name)
-            return load_corpus(inner, known_labels, "manifest")
+            return load_corpus(inner, known_labels, "manifest", label_map)
     files = [] if path.is_file() else _audio_files(path)
     if path.is_dir() and not files:
         raise DatasetError(f"{path}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder or below; "
@@ -260,7 +311,9 @@ def load_corpus(path: str | Path, known_labels: list[str] | None = None, scheme:
                 corpus.skip("unrecognised file name", f)
             else:
                 corpus.items.append(Item(f, *parsed))
-        _check_folder_labels(path, corpus.items)
+        _check_folder_labels(path, corpus.items, label_map)
+    if label_map:
+        apply_label_map(corpus, label_map)
 
     if not corpus.items:
         raise DatasetError(f"{path}: no usable items ({corpus.skip_summary()}); "

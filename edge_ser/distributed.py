@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import EdgeSerError
-from .run import Settings, process_file, recognizer_for, write_records
+from .run import Settings, file_key, interruptible, process_file, recognizer_for, write_records
 
 
 def dask_client(address: str):
@@ -30,12 +30,13 @@ def dask_client(address: str):
 def run_dask(files: list[Path], settings: Settings, out: TextIO, client, skip: set[str] = frozenset(),
              show_progress: bool = True) -> Counter:
     """Like :func:`edge_ser.run.run_batch`, with the files spread over the workers of ``client``."""
-    todo = [str(f) for f in files if str(f) not in skip]
+    todo = [str(f) for f in files if file_key(f) not in skip]
     counts = Counter(files=len(files), resumed=len(files) - len(todo))
     recognizer_for(settings)   # fail here, once, on a bad bundle or option
     futures = client.map(process_file, todo, settings=settings, pure=False)
     try:
-        write_records((f.result() for f in futures), len(todo), out, counts, "files (dask)", show_progress)
+        with interruptible(counts):
+            write_records((f.result() for f in futures), len(todo), out, counts, "files (dask)", show_progress)
     finally:
         client.cancel(futures)
     return counts

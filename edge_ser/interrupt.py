@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
+import tempfile
 from typing import Callable, Iterator
 
 _actions: dict[int, Callable[[], None]] = {}
@@ -23,6 +25,15 @@ def on_termination(action: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         _actions.pop(key, None)
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str) -> Iterator[str]:
+    """A private temporary folder, removed when the block ends, also when the process is terminated meanwhile
+    (the handler's ``os._exit`` skips ``TemporaryDirectory``'s own cleanup)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder, \
+            on_termination(lambda: shutil.rmtree(folder, ignore_errors=True)):
+        yield folder
 
 
 def terminate(signum, frame) -> None:

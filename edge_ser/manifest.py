@@ -21,11 +21,11 @@ from typing import Any, Literal
 from .audio import SAMPLE_RATE
 from .errors import BundleError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MANIFEST = "edge-ser.json"
 MODEL_CARD = "MODEL_CARD.md"
 INPUT_NAME = "audio"            # graph input: float32 PCM [batch, samples] at input.sample_rate
-OUTPUT_NAME = "probs"           # graph output: probabilities [batch, labels]
+OUTPUT_NAME = "embedding"       # graph output: the pooled embedding [batch, dim] its head reads
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_FILE_BYTES = 2 << 30        # protobuf's limit; every graph of a bundle is far smaller
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")   # file and variant names: no paths, no hidden files
@@ -92,6 +92,7 @@ class Variant:
     format: Literal["onnx", "openvino"]
     precision: Literal["fp32", "fp16", "int8"]
     model: Literal["teacher", "student"]
+    head: str = limits(pattern=NAME)     # which of the manifest's heads turns its embedding into probabilities
     quantization: str | None = limits(default=None, max_len=200)   # how it was quantized, for people
     targets: list[str] = limits(default=[], items=16, pattern=NAME)   # CPUs it is made for ([]: any)
     latency_ms: dict[str, float] = limits(0.0, 1e7, default={}, items=16, pattern=NAME)   # per 2 s window,
@@ -148,8 +149,31 @@ class Student:
 
 @dataclass
 class Head:
-    kind: str = limits(max_len=40)          # linear | mlp
-    inputs: str = limits(default="", max_len=200)   # which hidden states it reads, e.g. "layer 2"
+    """The classifier the runtime applies to a variant's embedding (:mod:`edge_ser.head`): its numbers are
+    ``file``, an uncompressed .npz of float32 ``mean[dim]``, ``scale[dim]``, ``weight[labels, dim]``,
+    ``bias[labels]``; a fitted temperature is already folded into weight and bias."""
+
+    file: str = limits(pattern=NAME)
+    dim: int = limits(1, 1_000_000)               # embedding size
+    kind: str = limits(default="linear", max_len=40)
+    inputs: str = limits(default="", max_len=200)   # which hidden states the embedding pools, e.g. "layer 2"
+    fit: str = limits(default="", max_len=MAX_STR)  # how it was fit and cross-validated, for people
+    temperature: float = limits(0.001, 1000.0, default=1.0)
+    ece: float | None = limits(0.0, 1.0, default=None)   # expected calibration error of its out-of-fold estimate
+    unsure_below: float = limits(0.0, 1.0, default=0.5)  # an event whose top probability is lower is "unsure"
+
+
+@dataclass
+class Adapted:
+    """What ``edge-ser adapt`` changed: a new head on the encoder files of a base bundle."""
+
+    base: str = limits(max_len=200)           # the base bundle's id (SHA-256 of its manifest, 12 hex digits)
+    base_labels: list[str] = limits(default=[], items=1000, max_len=200)
+    variant: str = limits(default="", max_len=128)   # the variant whose embedding the head was fit on
+    ua: float | None = limits(0.0, 1.0, default=None)          # cross-validated estimate ...
+    ua_spread: float | None = limits(0.0, 1.0, default=None)   # ... and the standard deviation over folds
+    protocol: str = limits(default="", max_len=MAX_STR)
+    speaker_independent: bool = True
 
 
 @dataclass
@@ -191,13 +215,14 @@ class Manifest:
     input: Input
     variants: dict[str, Variant] = limits(items=64, pattern=NAME)
     default_variant: str = limits(max_len=128)
+    heads: dict[str, Head] = limits(items=16, pattern=NAME)
     files: dict[str, FileEntry] = limits(default={}, items=128, pattern=NAME)
     teacher: Teacher | None = None
     student: Student | None = None
-    head: Head | None = None
     data: Data | None = None
     evaluation: Evaluation | None = None
     export: Export | None = None
+    adapted: Adapted | None = None
     schema_version: int = SCHEMA_VERSION
 
     def check(self, where: str = MANIFEST) -> None:
@@ -214,9 +239,17 @@ class Manifest:
                               f"({', '.join(self.variants)})")
         for name, v in self.variants.items():
             v.check(f"{where}: variants.{name}")
-            for f in v.files:
+            if v.head not in self.heads:
+                raise BundleError(f"{where}: variant {name!r} uses head {v.head!r}, which is not one of the heads "
+                                  f"({', '.join(self.heads)})")
+            for f in [*v.files, self.heads[v.head].file]:
                 if f not in self.files:
                     raise BundleError(f"{where}: variant {name!r} uses {f}, which has no checksum in files")
+
+    def files_of(self, variant: str) -> list[str]:
+        """Every file a variant needs: its graph and its head."""
+        v = self.variants[variant]
+        return [*v.files, self.heads[v.head].file]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,8 +263,11 @@ class Manifest:
             raise BundleError(f"{where} must hold a JSON object")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise BundleError(f"{where} has schema_version {version!r}; this edge-ser reads version "
-                              f"{SCHEMA_VERSION} only: re-export the bundle or upgrade edge-ser")
+            old = "; its graphs hold their head, which this edge-ser keeps apart (for `edge-ser adapt`)" \
+                if version in (1, 2) else ""
+            raise BundleError(f"{where} has schema_version {str(version)[:20]}{old}; this edge-ser reads version "
+                              f"{SCHEMA_VERSION} only: re-export the bundle with `edge-ser export` (or upgrade "
+                              "edge-ser)")
         manifest = _decode(cls, data, "")
         manifest.check(where)
         return manifest

@@ -26,9 +26,33 @@ def find(group: str) -> dict[str, EntryPoint]:
 
 
 def load(ep: EntryPoint):
-    """``ep.load()``; None (logged) when the module cannot be imported here."""
+    """``ep.load()``; None (logged) when the module cannot be imported here, fails while it is imported, or
+    is not a function."""
     try:
-        return ep.load()
+        obj = ep.load()
     except ImportError as e:
         log.debug("entry point %s unavailable: %s", ep.name, e)
         return None
+    except Exception as e:   # a third-party plugin's own bug: skipped, never a traceback
+        log.warning("skipped the broken plugin %s (%s): %s", ep.name, ep.value, _why(e))
+        return None
+    if not callable(obj):
+        log.warning("skipped the plugin %s (%s): it is not a function", ep.name, ep.value)
+        return None
+    return obj
+
+
+def call(ep: EntryPoint, *args, **kwargs):
+    """Load the plugin and call it; None (logged) when it cannot be loaded or raises."""
+    function = load(ep)
+    if function is None:
+        return None
+    try:
+        return function(*args, **kwargs)
+    except Exception as e:
+        log.warning("skipped the broken plugin %s (%s): %s", ep.name, ep.value, _why(e))
+        return None
+
+
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"

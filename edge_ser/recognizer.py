@@ -1,4 +1,4 @@
-"""Emotion recognition for a clip (``Recognizer.predict``) or a stream (``Recognizer.stream().feed(chunk)``).
+"""Emotion recognition for a clip (``Recognizer.predict``) or a stream (``Recognizer.stream(rate).feed(chunk)``).
 
 The :class:`Recognizer` is stateless once built (a bundle on an engine, windowing, VAD settings), so one
 recognizer serves any number of streams, also from several threads; all streaming state (VAD, buffered audio,
@@ -11,17 +11,19 @@ probabilities are averaged. A stream goes through a VAD first: each finished spe
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import soxr
 
 from . import audio
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, load_bundle, ready_model_path
 from .engine import open_engine
 from .errors import AudioError, EdgeSerError
-from .vad import Segment, Vad, VadOptions, check_vad
+from .vad import DEFAULT_VAD, Segment, Vad, VadOptions, check_vad
 
 BATCH = 8           # windows per engine call (only these are ever stacked: memory stays bounded)
 MIN_HOP_S = 0.01    # at most 100 windows per second of audio
@@ -59,6 +61,11 @@ class Event:
         return json.dumps(self.to_dict(), allow_nan=False)
 
 
+def _is_finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
+        and math.isfinite(value)
+
+
 def window_spans(n: int, window: int, hop: int) -> list[tuple[int, int]]:
     """Overlapping ``[start, end)`` windows covering ``n`` samples; the last one ends at ``n``."""
     if hop < 1:
@@ -76,33 +83,51 @@ class Recognizer:
 
     Parameters
     ----------
-    bundle : Bundle or path of a bundle directory.
+    bundle : Bundle or path of a bundle directory; None (the default) is the ready model shipped with edge-ser.
     variant : a variant name (see ``edge-ser info``), ``"auto"`` (the best for this CPU) or None (the
         bundle's default).
     backend : ``onnxruntime`` or ``openvino``; None picks by the variant's format.
     threads : inference threads (the backend's default if None).
     window_s, hop_s : windowing of long clips and segments; the bundle's if None.
-    vad : ``energy``, ``webrtc`` or ``silero``; ``vad_options`` tunes it.
+    vad : ``silero`` (the default), ``energy`` or ``webrtc``; ``vad_options`` tunes it.
+
+    On OpenVINO, the compiled model stays in memory until the process ends, also after the recognizer is
+    deleted (freeing it can crash a later signal handler: see ``edge_ser.engine``). It is compiled once per
+    model and thread count: recognizers built again on the same variant and ``threads`` share it, so a service
+    should keep the set of models it loads small rather than expect memory back from ``del``.
     """
 
-    def __init__(self, bundle: Bundle | str | os.PathLike, variant: str | None = "auto", backend: str | None = None,
-                 threads: int | None = None, window_s: float | None = None, hop_s: float | None = None,
-                 vad: str = "energy", vad_options: VadOptions | None = None):
+    def __init__(self, bundle: Bundle | str | os.PathLike | None = None, variant: str | None = "auto",
+                 backend: str | None = None, threads: int | None = None, window_s: float | None = None,
+                 hop_s: float | None = None, vad: str = DEFAULT_VAD, vad_options: VadOptions | None = None):
+        for name, value in (("variant", variant), ("backend", backend)):
+            if value is not None and not isinstance(value, str):
+                raise EdgeSerError(f"{name} must be a name (str) or None, not {value!r}")
+        for name, value in (("window_s", window_s), ("hop_s", hop_s)):
+            if value is not None and not _is_finite_number(value):
+                raise EdgeSerError(f"{name} must be a finite number of seconds or None, not {value!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))):
+            raise EdgeSerError(f"threads must be a whole number or None, not {threads!r}")
+        if bundle is None:
+            bundle = ready_model_path()
+        elif not isinstance(bundle, (Bundle, str, os.PathLike)):
+            raise EdgeSerError(f"bundle must be a Bundle, a bundle folder or None (the ready model), not "
+                               f"{type(bundle).__name__}")
         bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
         self.bundle, self.labels = bundle, bundle.labels
         spec = bundle.manifest.input
         self.sample_rate = spec.sample_rate
         self.window_s = float(window_s if window_s is not None else spec.window_s)
         self.hop_s = float(hop_s if hop_s is not None else spec.hop_s)
-        self.window = round(self.window_s * self.sample_rate)
-        self.hop = round(self.hop_s * self.sample_rate)
-        self.min_input = max(1, round(spec.min_input_s * self.sample_rate))
         if not spec.min_input_s <= self.window_s <= spec.max_input_s:
             raise EdgeSerError(f"window {self.window_s} s is outside what the model takes "
                                f"({spec.min_input_s}..{spec.max_input_s} s); choose another --window")
         if not MIN_HOP_S <= self.hop_s <= self.window_s:
             raise EdgeSerError(f"hop {self.hop_s} s must be at least {MIN_HOP_S} s and at most the window "
                                f"({self.window_s} s); choose another --hop")
+        self.window = round(self.window_s * self.sample_rate)   # rounded only once checked
+        self.hop = round(self.hop_s * self.sample_rate)
+        self.min_input = max(1, round(spec.min_input_s * self.sample_rate))
         self.vad, self.vad_options = vad, vad_options or VadOptions()
         check_vad(vad, self.vad_options, self.sample_rate)
         self.engine = open_engine(bundle, variant, backend, threads)   # last: the cheap checks come first
@@ -120,55 +145,86 @@ class Recognizer:
 
     def classify_windows(self, x: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
         """The windows of ``x`` and the probabilities of each ``[windows, labels]``."""
+        spans, e = self._windows(x)
+        return spans, self.engine.head.probs(e)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """The embedding the head reads (``[dim]``) of 16 kHz float32 samples: whole, or averaged over windows."""
+        return self._windows(x)[1].mean(axis=0)
+
+    def _windows(self, x: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """The windows of ``x`` (tiled up to ``min_input_s`` when shorter) and the embedding of each."""
         if len(x) == 0:
             raise AudioError("no samples to classify; pass at least one sample")
         if len(x) < self.min_input:
             x = np.resize(x, self.min_input)
         spans = window_spans(len(x), self.window, self.hop)
-        probs = [self.engine.run(np.stack([x[s:e] for s, e in spans[i:i + BATCH]]))
-                 for i in range(0, len(spans), BATCH)]
-        return spans, np.concatenate(probs)
+        return spans, np.concatenate([self.engine.embed(np.stack([x[s:e] for s, e in spans[i:i + BATCH]]))
+                                      for i in range(0, len(spans), BATCH)])
 
-    def predict(self, waveform: np.ndarray, sample_rate: int = audio.SAMPLE_RATE,
-                channel_axis: int | None = None) -> Prediction:
-        """Emotion of a clip: 1-D samples (or 2-D with ``channel_axis``), resampled if needed; its leading and
-        trailing silence is trimmed first (``audio.trim_silence``), as for the clips the model learned from."""
+    def adapt(self, clips, labels: list[str], sample_rate: int, speakers: list[str] | None = None) -> Recognizer:
+        """A recognizer with a new head for this one's encoder, fit on labelled ``clips`` (1-D arrays at
+        ``sample_rate``, or audio file paths) with any label set; ``speakers`` (one per clip) makes the
+        cross-validated estimate (``.bundle.manifest.adapted``) speaker-independent. Save it with :meth:`save`."""
+        from .adapt import adapt
+
+        waves = [audio.load_audio(c, sr=self.sample_rate) if isinstance(c, (str, os.PathLike)) else
+                 audio.prepare(c, sample_rate, out_sr=self.sample_rate, name=f"clip {i}") for i, c in enumerate(clips)]
+        return adapt(self, waves, list(labels), None if speakers is None else list(speakers))[0]
+
+    def save(self, out: str | os.PathLike, overwrite: bool = False):
+        """Write this recognizer's bundle (e.g. after :meth:`adapt`) to the folder ``out``, atomically."""
+        from .adapt import save
+
+        return save(self, out, overwrite)
+
+    def predict(self, waveform: np.ndarray, sample_rate: int, channel_axis: int | None = None) -> Prediction:
+        """Emotion of a clip: 1-D samples at ``sample_rate`` Hz (or 2-D with ``channel_axis``), resampled to the
+        bundle's rate; its leading and trailing silence is trimmed first (``audio.trim_silence``), as for the clips
+        the model learned from."""
         x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
         return Prediction.of(self.labels, self.classify(audio.trim_silence(x, sr=self.sample_rate)))
 
-    def stream(self, partial: bool = False, smooth: float = 0.0, windows: bool = False) -> Stream:
-        """A new stream (see :class:`Stream`)."""
-        return Stream(self, partial=partial, smooth=smooth, windows=windows)
+    def stream(self, sample_rate: int, partial: bool = False, smooth: float = 0.0, windows: bool = False) -> Stream:
+        """A new stream for chunks at ``sample_rate`` Hz (see :class:`Stream`)."""
+        return Stream(self, sample_rate, partial=partial, smooth=smooth, windows=windows)
 
-    def process(self, waveform: np.ndarray, sample_rate: int = audio.SAMPLE_RATE,
-                channel_axis: int | None = None) -> list[Event]:
-        """Events of a whole array at once: VAD, then one event per speech segment."""
-        x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
-        stream = self.stream()
+    def process(self, waveform: np.ndarray, sample_rate: int, channel_axis: int | None = None) -> list[Event]:
+        """Events of a whole recording at ``sample_rate`` Hz (1-D, or 2-D with ``channel_axis``): VAD, then one event
+        per speech segment; the same events as streaming it, or as ``edge-ser run`` on the file."""
+        x = audio.prepare(waveform, sample_rate, out_sr=sample_rate, name="waveform", channel_axis=channel_axis)
+        stream = self.stream(sample_rate)
         return stream.feed(x) + stream.flush()
 
 
 class Stream:
     """Incremental recognition: ``feed(chunk)`` and, at the end, ``flush()`` return finished events.
 
-    Chunks are 1-D float (or signed int) samples at the bundle's sample rate, of any length. Only the audio of
-    the open segment (at most ``max_speech_s`` plus padding) is kept. With ``partial=True`` the open segment's
-    latest window is classified every hop and ``current`` holds the (exponentially ``smooth``-ed)
-    probabilities for a live view. With ``windows=True`` every event carries its windows' probabilities.
-    ``reset()`` starts over (a new recording) without building a new stream.
+    Chunks are 1-D float (or signed int) samples at ``sample_rate`` Hz (the rate given to
+    :meth:`Recognizer.stream`), of any length; they are resampled to the bundle's rate as a stream, so any chunking
+    gives the same events as ``edge-ser run`` on the file. Only the audio of the open segment (at most
+    ``max_speech_s`` plus padding) is kept. With ``partial=True`` the open segment's latest window is classified
+    every hop and ``current`` holds the (exponentially ``smooth``-ed) probabilities for a live view. With
+    ``windows=True`` every event carries its windows' probabilities. ``flush()`` ends the audio; ``reset()``
+    starts over (a new recording) without building a new stream.
     """
 
-    def __init__(self, recognizer: Recognizer, partial: bool = False, smooth: float = 0.0, windows: bool = False):
-        if not 0.0 <= smooth < 1.0:
-            raise EdgeSerError(f"smooth must be in [0, 1), not {smooth}")
+    def __init__(self, recognizer: Recognizer, sample_rate: int, partial: bool = False, smooth: float = 0.0,
+                 windows: bool = False):
+        audio.check_rate(sample_rate, "stream")
+        if not _is_finite_number(smooth) or not 0.0 <= smooth < 1.0:
+            raise EdgeSerError(f"smooth must be a number in [0, 1), not {smooth!r}")
         self.recognizer = recognizer
-        self.sample_rate = recognizer.sample_rate
+        self.input_rate = int(sample_rate)        # of the chunks fed
+        self.sample_rate = recognizer.sample_rate   # of the VAD, the buffer and the model
         self.partial, self.smooth, self.keep_windows = partial, smooth, windows
         self.reset()
 
     def reset(self) -> None:
         r = self.recognizer
         self.vad = Vad(r.vad, r.vad_options, self.sample_rate)
+        self._resampler = None if self.input_rate == self.sample_rate else \
+            soxr.ResampleStream(self.input_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
         self.current: dict[str, float] | None = None
         self._buffer = np.zeros(0, np.float32)
         self._base = 0          # stream sample index of _buffer[0]
@@ -189,19 +245,33 @@ class Stream:
         x = np.asarray(chunk)
         if x.size == 0:
             return []
-        x = audio.prepare(x, self.sample_rate, out_sr=self.sample_rate, name=f"audio chunk at {self.position_s:.2f} s")
-        self._buffer = np.concatenate([self._buffer, x])
-        events = self._events(self.vad.feed(x), t0)
+        x = audio.prepare(x, self.input_rate, out_sr=self.input_rate, name=f"audio chunk at {self.position_s:.2f} s")
+        if self._resampler is not None:
+            x = np.clip(self._resampler.resample_chunk(x), -1.0, 1.0)
+        events = self._add(x, t0)
         if self.partial:
             self._update_partial()
         self._trim()
         return events
 
     def flush(self) -> list[Event]:
-        """End of audio: close the open segment, if any."""
-        events = self._events(self.vad.flush(), time.perf_counter())
+        """End of audio: close the open segment, if any. Feeding more after it continues the stream; call
+        ``reset()`` first for a new recording."""
+        t0 = time.perf_counter()
+        events = []
+        if self._resampler is not None:   # the resampler's last samples, and a fresh one for what may follow
+            events += self._add(np.clip(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), -1, 1), t0)
+            self._resampler = soxr.ResampleStream(self.input_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        events += self._events(self.vad.flush(), t0)
         self._trim()
         return events
+
+    def _add(self, x: np.ndarray, t0: float) -> list[Event]:
+        """Samples at the bundle's rate into the buffer and the VAD; the events of the segments they finish."""
+        if not x.size:
+            return []
+        self._buffer = np.concatenate([self._buffer, x.astype(np.float32, copy=False)])
+        return self._events(self.vad.feed(x), t0)
 
     def _events(self, segments: list[Segment], t0: float) -> list[Event]:
         events = []

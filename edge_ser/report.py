@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .bundle import Bundle
+from .card import head_lines, usage_terms
 from .errors import EdgeSerError
 from .text import clean
 
@@ -31,8 +32,14 @@ def facts_table(b: Bundle) -> Table:
         rows.append(("teacher", f"{m.teacher.name} ({m.teacher.family}, {m.teacher.blocks} blocks x {m.teacher.dim})"))
     if m.student:
         rows.append(("student", m.student.summary))
-    if m.head:
-        rows.append(("head", f"{m.head.kind} on {m.head.inputs or 'pooled hidden states'}"))
+    rows += [(f"head {name}", text) for name, text in head_lines(m)]
+    if m.adapted:
+        a = m.adapted
+        rows.append(("adapted", f"from bundle {a.base} on {a.variant}'s embeddings; "
+                     + (f"UA {a.ua:.3f} +/- {a.ua_spread:.3f} by {a.protocol}" if a.ua is not None else a.protocol)))
+    terms = usage_terms(m)
+    if terms:
+        rows.append(("licence", terms))
     if m.data:
         rows.append(("data", f"{m.data.corpus}: {m.data.clips} clips, {m.data.speakers} speakers"))
     if m.evaluation:

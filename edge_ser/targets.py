@@ -79,14 +79,22 @@ class Choice:
 
 def choose_variant(bundle: Bundle, backend: str | None = None, target: str | None = None,
                    backends: list[str] | None = None) -> Choice:
-    """The variant ``--variant auto`` runs: made for this CPU, runnable here, within the UA tolerance."""
+    """The variant ``--variant auto`` runs: made for this CPU, runnable here, within the UA tolerance.
+
+    With ``backend``, variants made for that engine come first (an OpenVINO IR for openvino: the latency an ONNX
+    variant was measured with at export is ONNX Runtime's)."""
+    from .engine import check_backend
+
+    check_backend(backend)
     target = target or detect_target()
-    backends = installed_backends() if backends is None else backends
-    if backend is not None:
-        backends = [b for b in backends if b == backend]
+    installed = installed_backends() if backends is None else backends
+    backends = [b for b in installed if backend in (None, b)]
     tolerance = bundle.manifest.evaluation.tolerance_ua if bundle.manifest.evaluation else 0.01
     engines = {n: v for n, v in bundle.variants.items()
                if ("openvino" in backends if v.format == "openvino" else backends)}
+    if not engines and backend in installed:   # onnxruntime asked for, and every variant is an OpenVINO IR
+        raise BundleError(f"no variant of {bundle.path} runs on {backend}: they are OpenVINO IR; run them with "
+                          "--backend openvino (or without --backend)")
     if not engines:
         raise BundleError(f"no variant of {bundle.path} runs with {', '.join(backends) or 'no engine'} installed; "
                           "pip install edge-ser[openvino] or pick one with --variant")
@@ -100,14 +108,17 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
     best = max((ua(v) for v in runnable.values() if ua(v) is not None), default=None)
     accurate = {n: v for n, v in runnable.items() if best is None or ua(v) is None or ua(v) >= best - tolerance}
 
-    def rank(item):   # measured fastest on this CPU family, else made for it, int8 first
+    def measured(v):   # the export measured each variant on its own engine (IR on openvino, ONNX on onnxruntime)
+        return backend in (None, "openvino" if v.format == "openvino" else "onnxruntime")
+
+    def rank(item):   # made for the engine asked for, measured fastest on this CPU family, else made for it, int8 first
         name, v = item
-        return (v.latency_ms.get(target, float("inf")), target not in v.targets, PRECISION_ORDER.index(v.precision),
-                name != bundle.manifest.default_variant)
+        return (not measured(v), v.latency_ms.get(target, float("inf")) if measured(v) else float("inf"),
+                target not in v.targets, PRECISION_ORDER.index(v.precision), name != bundle.manifest.default_variant)
     name, v = min(accurate.items(), key=rank)
     made = "made for this CPU" if target in v.targets else "runs on any CPU" if not v.targets else \
         f"made for {', '.join(v.targets)}, the only kind this bundle has"
-    if target in v.latency_ms:
+    if target in v.latency_ms and measured(v):
         made += f", fastest measured at export ({v.latency_ms[target]:.1f} ms per window)"
     score = f", UA {ua(v):.3f}" if ua(v) is not None else ", UA not measured on this CPU family"
     within = f" within {tolerance:.3f} UA of the most accurate runnable student" if best is not None else ""

@@ -6,10 +6,16 @@ the stream, and the result does not depend on how the audio is chunked.
 
 Detectors (``VADS``):
 
-- ``energy``: numpy only. The energy of each frame in the speech band (300-4000 Hz, so DC offset and mains hum
-  at 50/60 Hz and its first harmonics count for nothing) against an adaptive noise floor and an absolute floor;
-  a signal whose band energy stays within ``steady_db`` for ``steady_s`` is noise, however loud.
-- ``webrtc``: Google's WebRTC VAD (``pip install edge-ser[webrtc]``).
+- ``energy``: numpy only. The energy of each frame in the speech band (300-4000 Hz, so DC offset and the mains
+  fundamental count for nothing), less whatever repeats exactly at a mains period (1/50 s, 1/60 s: hum and buzz
+  with all their harmonics), against an adaptive noise floor and an absolute floor; a signal whose band energy
+  stays within ``steady_db`` for ``steady_s`` is noise, however loud.
+- ``webrtc``: Google's WebRTC VAD (``pip install edge-ser[webrtc]``); a frame is speech only when the energy
+  detector's hum-free band level is also above ``floor_db`` (WebRTC alone takes a 50 Hz hum for speech).
+
+After ``QUIET_RESET_S`` of digital silence (peak under ``audio.SILENCE_PEAK``) outside speech, the detector
+starts afresh (as at the start of a stream) and its frames are counted from the next sound: the same audio after
+such a silence gives the same segments, wherever it falls in the stream.
 - ``silero``: the Silero VAD v5 neural network (MIT licence, ``edge_ser/models/SILERO_VAD_LICENSE``), run
   with ONNX Runtime on 32 ms frames at 16 kHz; its recurrent state lives in the :class:`Vad` of each stream.
 """
@@ -18,17 +24,23 @@ from __future__ import annotations
 import collections
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import MAX_RATE, MIN_RATE, SAMPLE_RATE, SILENCE_PEAK
 from .errors import EdgeSerError
 
 VADS = ("energy", "webrtc", "silero")
+DEFAULT_VAD = "silero"   # benchmarks/results/vad_compare.md: the best F1 and no run-on through noise or hum
 SPEECH_BAND_HZ = (300.0, 4000.0)
+MAINS_PERIODS_S = (1 / 50, 1 / 60, 3 / 60)   # hum repeats after these; 3/60 s is a whole number of samples at 16 kHz
+HUM_MARGIN_DB = 10.0   # energy: a frame whose level drops by more than this without hum is hum, not speech
+STEADY_SMOOTH_S = 0.15   # energy: the steadiness test reads levels averaged over this long
+QUIET_RESET_S = 0.5   # digital silence outside speech after which the VAD starts afresh at the next sound
+MAX_DURATION_S = 3600.0   # the longest any VadOptions duration may be
 SILERO_FILE = "models/silero_vad.onnx"   # silero-vad 6.2.3, silero_vad_16k_op15.onnx
 SILERO_SHA256 = "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49"
 
@@ -50,24 +62,53 @@ class VadOptions:
     pad_s: float = 0.2             # added before and after each segment, so words are not cut
     max_speech_s: float = 30.0     # longer speech is split into segments of at most this length
 
+    def __post_init__(self):
+        """Every value is checked here, before anything is rounded or sized from it (EdgeSerError if bad)."""
+        for name in ("frame_ms", "webrtc_mode"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise EdgeSerError(f"VadOptions {name} must be a whole number, not {value!r}")
+        if self.frame_ms not in (10, 20, 30):
+            raise EdgeSerError(f"VadOptions frame_ms must be 10, 20 or 30, not {self.frame_ms}")
+        if self.webrtc_mode not in (0, 1, 2, 3):
+            raise EdgeSerError(f"VadOptions webrtc_mode must be 0, 1, 2 or 3, not {self.webrtc_mode}")
+        for name in ("threshold_db", "floor_db", "noise_rise_db_s", "steady_s", "steady_db", "silero_threshold",
+                     "min_speech_s", "min_silence_s", "pad_s", "max_speech_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value):
+                raise EdgeSerError(f"VadOptions {name} must be a finite number, not {value!r}")
+        for name in ("min_speech_s", "min_silence_s", "pad_s", "noise_rise_db_s", "steady_db", "threshold_db"):
+            if getattr(self, name) < 0:
+                raise EdgeSerError(f"VadOptions {name} must not be negative, not {getattr(self, name)}")
+        for name in ("min_speech_s", "min_silence_s", "pad_s", "steady_s", "max_speech_s"):
+            if getattr(self, name) > MAX_DURATION_S:
+                raise EdgeSerError(f"VadOptions {name} must be at most {MAX_DURATION_S:.0f} s, "
+                                   f"not {getattr(self, name)}")
+        if self.steady_s <= 0 or self.max_speech_s <= 0:
+            raise EdgeSerError("VadOptions steady_s and max_speech_s must be positive")
+        if not 0.0 < self.silero_threshold < 1.0:
+            raise EdgeSerError(f"VadOptions silero_threshold must be in (0, 1), not {self.silero_threshold}")
+
 
 def check_vad(name: str, options: VadOptions, sample_rate: int) -> None:
-    """Raise EdgeSerError for a VAD that cannot run: unknown name, bad option, missing package or model."""
-    if name not in VADS:
+    """Raise EdgeSerError for a VAD that cannot run: unknown name, bad options or sample rate, missing package or
+    model."""
+    if not isinstance(name, str) or name not in VADS:
         raise EdgeSerError(f"unknown VAD {name!r}; choose one of: {', '.join(VADS)}")
-    if options.frame_ms not in (10, 20, 30):
-        raise EdgeSerError(f"frame_ms must be 10, 20 or 30, not {options.frame_ms}")
-    if min(options.min_speech_s, options.min_silence_s, options.pad_s) < 0 or options.max_speech_s <= 0:
-        raise EdgeSerError("VAD durations must be positive")
+    if not isinstance(options, VadOptions):
+        raise EdgeSerError(f"vad_options must be a VadOptions, not {type(options).__name__}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+            or not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise EdgeSerError(f"the VAD needs a whole-number sample rate of {MIN_RATE}..{MAX_RATE} Hz, "
+                           f"not {sample_rate!r}")
     if name == "webrtc":
         _webrtcvad()
-        if sample_rate not in (8000, 16000, 32000, 48000) or options.webrtc_mode not in (0, 1, 2, 3):
-            raise EdgeSerError("the webrtc VAD needs 8/16/32/48 kHz audio and webrtc_mode 0..3")
+        if sample_rate not in (8000, 16000, 32000, 48000):
+            raise EdgeSerError("the webrtc VAD needs 8/16/32/48 kHz audio")
     if name == "silero":
         if sample_rate != SAMPLE_RATE:
             raise EdgeSerError(f"the silero VAD runs at {SAMPLE_RATE} Hz, not {sample_rate} Hz; use --vad energy")
-        if not 0.0 < options.silero_threshold < 1.0:
-            raise EdgeSerError(f"silero_threshold must be in (0, 1), not {options.silero_threshold}")
         _silero_session()
 
 
@@ -79,35 +120,111 @@ class Segment:
     end: int
 
 
+class NoiseFloor:
+    """An adaptive noise floor over frame levels (dB): it drops at once, rises by ``noise_rise_db_s``, and jumps to a
+    level that stayed within ``steady_db`` for ``steady_s`` (levels averaged over ``STEADY_SMOOTH_S``, as the level
+    of a short frame of hum or buzz swings by a few dB with its phase)."""
+
+    def __init__(self, options: VadOptions, frame_s: float):
+        self.options = options
+        self.lowest = options.floor_db - options.threshold_db
+        self.rise = options.noise_rise_db_s * frame_s
+        self.recent: collections.deque = collections.deque(maxlen=max(2, round(options.steady_s / frame_s)))
+        self.smooth: collections.deque = collections.deque(maxlen=max(1, round(STEADY_SMOOTH_S / frame_s)))
+        self.reset()
+
+    def reset(self) -> None:
+        self.noise_db = self.lowest
+        self.recent.clear()
+        self.smooth.clear()
+
+    def update(self, e: float) -> tuple[bool, bool]:
+        """(the frame of level ``e`` stands out as speech, it ends a steady stretch of ``steady_s``)."""
+        o = self.options
+        self.smooth.append(10.0 ** (e / 10.0))
+        self.recent.append(10.0 * math.log10(sum(self.smooth) / len(self.smooth)))
+        steady = len(self.recent) == self.recent.maxlen and max(self.recent) - min(self.recent) < o.steady_db
+        if steady:
+            self.noise_db = max(self.noise_db, min(self.recent))
+        speech = e > max(o.floor_db, self.noise_db + o.threshold_db)
+        self.noise_db = max(min(e, self.noise_db + self.rise), self.lowest)
+        return speech, steady
+
+
 class EnergyDetector:
-    """Speech-band frame energy in dB against a noise floor that drops at once and rises slowly."""
+    """Speech-band frame energy in dB against adaptive noise floors, once as it is and once with whatever repeats at
+    a mains period taken out (hum, buzz): a frame is speech when it stands out in both, and most of its energy is
+    not hum (``HUM_MARGIN_DB``)."""
 
     def __init__(self, options: VadOptions, sample_rate: int):
         self.options = options
         self.frame_size = sample_rate * options.frame_ms // 1000
-        self.lowest = options.floor_db - options.threshold_db
-        self.noise_db = self.lowest
-        self.rise = options.noise_rise_db_s * self.frame_size / sample_rate
-        self.recent: collections.deque = collections.deque(
-            maxlen=max(2, round(options.steady_s * sample_rate / self.frame_size)))
         freqs = np.fft.rfftfreq(self.frame_size, 1.0 / sample_rate)
         self.band = (freqs >= SPEECH_BAND_HZ[0]) & (freqs <= SPEECH_BAND_HZ[1])
         self.window = np.hanning(self.frame_size)
         # one-sided spectrum -> mean power, so a full-scale in-band sine reads about -3 dB as before
         self.scale = 2.0 / (self.frame_size ** 2 * float(np.mean(self.window ** 2)))
+        self.lags = sorted({max(1, round(p * sample_rate)) for p in MAINS_PERIODS_S})
+        self.floors = [NoiseFloor(options, self.frame_size / sample_rate) for _ in range(2)]
+        self.steady_frames = self.floors[0].recent.maxlen
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the audio seen so far (a new stream)."""
+        for floor in self.floors:
+            floor.reset()
+        self.history = np.zeros(self.lags[-1])   # the samples before the next frame
+        self.steady = np.zeros(0, dtype=bool)    # per frame of the last call: it ends steady_frames of steady noise
+
+    def levels(self, frames: np.ndarray) -> np.ndarray:
+        """Speech-band level of each frame, dB re full scale."""
+        spec = np.fft.rfft(frames.astype(np.float64) * self.window, axis=1)[:, self.band]
+        return 10.0 * np.log10(self.scale * np.sum(spec.real ** 2 + spec.imag ** 2, axis=1) + 1e-12)
+
+    def hum_free_levels(self, frames: np.ndarray) -> np.ndarray:
+        """Speech-band level of each frame (which follow the frames of the last call) with mains hum and buzz taken
+        out: the lowest of its own level and the levels of it minus the audio one mains period earlier (a comb
+        filter that cancels anything repeating at 50 or 60 Hz, whatever its harmonics, and leaves speech, which
+        does not repeat, as loud or louder)."""
+        return self._levels(frames)[1]
+
+    def _levels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = frames.astype(np.float64)
+        n, size = x.shape
+        h = len(self.history)
+        flat = np.concatenate([self.history, x.ravel()])
+        levels = [self.levels(x)] + [self.levels(x - flat[h - lag:h - lag + n * size].reshape(n, size))
+                                     for lag in self.lags]
+        self.history = flat[len(flat) - h:]
+        return levels[0], np.min(levels, axis=0)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        spec = np.fft.rfft(frames.astype(np.float64) * self.window, axis=1)[:, self.band]
-        energy = 10.0 * np.log10(self.scale * np.sum(spec.real ** 2 + spec.imag ** 2, axis=1) + 1e-12)
+        plain, hum_free = self._levels(frames)
         speech = np.zeros(len(frames), dtype=bool)
-        o = self.options
-        for i, e in enumerate(energy):
-            self.recent.append(e)
-            if len(self.recent) == self.recent.maxlen and max(self.recent) - min(self.recent) < o.steady_db:
-                self.noise_db = max(self.noise_db, min(self.recent))
-            speech[i] = e > max(o.floor_db, self.noise_db + o.threshold_db)
-            self.noise_db = max(min(e, self.noise_db + self.rise), self.lowest)
+        self.steady = np.zeros(len(frames), dtype=bool)
+        for i, levels in enumerate(zip(plain, hum_free)):
+            (a, steady_a), (b, steady_b) = (floor.update(e) for floor, e in zip(self.floors, levels))
+            mostly_hum = levels[1] < levels[0] - HUM_MARGIN_DB
+            speech[i], self.steady[i] = a and b and not mostly_hum, steady_a or steady_b
         return speech
+
+
+def varies_like_speech(x: np.ndarray, sample_rate: int = SAMPLE_RATE, options: VadOptions | None = None) -> bool:
+    """True when the speech-band level of ``x`` (30 ms frames) rises and falls as speech does: its loud frames
+    (90th percentile) reach ``floor_db - 20`` and stand ``threshold_db`` above its quiet ones (10th percentile),
+    and the frames within 20 dB of the loud ones are not steady (their 10th and 90th percentiles are ``steady_db``
+    apart). Digital silence, DC, mains hum, a buzz and steady noise are not, also when they start after a silence:
+    their sounding frames vary by under 2 dB; speech clips (EmoDB, TurEV) vary by 4 dB or more."""
+    options = options or VadOptions()
+    detector = EnergyDetector(replace(options, frame_ms=30), sample_rate)
+    n = len(x) // detector.frame_size
+    if n < 2:
+        return False
+    levels = detector.levels(np.reshape(x[:n * detector.frame_size], (n, -1)))
+    quiet, loud = np.percentile(levels, [10, 90])
+    low, high = np.percentile(levels[levels >= loud - 20.0], [10, 90])
+    return bool(loud >= options.floor_db - 20.0 and loud - quiet >= options.threshold_db
+                and high - low >= options.steady_db)
 
 
 def _webrtcvad():
@@ -120,16 +237,29 @@ def _webrtcvad():
 
 
 class WebRtcDetector:
-    """Google's WebRTC VAD on 16-bit frames."""
+    """Google's WebRTC VAD on 16-bit frames, where the energy detector hears speech too (WebRTC alone takes a 50 Hz
+    hum or a buzz for speech, to the end of the file)."""
 
     def __init__(self, options: VadOptions, sample_rate: int):
-        self.vad = _webrtcvad().Vad(options.webrtc_mode)
+        self.mode = options.webrtc_mode
         self.sample_rate = sample_rate
-        self.frame_size = sample_rate * options.frame_ms // 1000
+        self.energy = EnergyDetector(options, sample_rate)
+        self.frame_size = self.energy.frame_size
+        self.steady_frames = self.energy.steady_frames
+        self.reset()
+
+    @property
+    def steady(self) -> np.ndarray:
+        return self.energy.steady
+
+    def reset(self) -> None:
+        self.vad = _webrtcvad().Vad(self.mode)
+        self.energy.reset()
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         pcm = (np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
-        return np.array([self.vad.is_speech(f.tobytes(), self.sample_rate) for f in pcm], dtype=bool)
+        speech = np.array([self.vad.is_speech(f.tobytes(), self.sample_rate) for f in pcm], dtype=bool)
+        return speech & self.energy(frames)
 
 
 @lru_cache(maxsize=1)
@@ -157,6 +287,9 @@ class SileroDetector:
         self.threshold = options.silero_threshold
         self.frame_size = self.FRAME
         self.sr = np.array(sample_rate, dtype=np.int64)
+        self.reset()
+
+    def reset(self) -> None:
         self.state = np.zeros((2, 1, 128), np.float32)
         self.context = np.zeros(self.CONTEXT, np.float32)
 
@@ -174,7 +307,12 @@ DETECTORS = {"energy": EnergyDetector, "webrtc": WebRtcDetector, "silero": Siler
 
 
 class Vad:
-    """Segments speech from fixed-size frames; ``feed`` and ``flush`` return finished segments."""
+    """Segments speech from fixed-size frames; ``feed`` and ``flush`` return finished segments.
+
+    Frames are counted from the stream's first sound, and again from the first sound after each stretch of
+    ``QUIET_RESET_S`` of digital silence outside speech, where the detector starts afresh: so the same audio after
+    such a silence gives the same segments wherever it falls in the stream, and leading silence changes nothing.
+    """
 
     def __init__(self, name: str = "energy", options: VadOptions | None = None, sample_rate: int = SAMPLE_RATE):
         options = options or VadOptions()
@@ -187,9 +325,13 @@ class Vad:
         self.min_speech = math.ceil(options.min_speech_s / frame_s - 1e-9)
         self.min_silence = max(1, math.ceil(options.min_silence_s / frame_s - 1e-9))
         self.max_speech = max(1, math.floor(options.max_speech_s / frame_s + 1e-9))
+        self.reset_after = max(1, math.ceil(QUIET_RESET_S / frame_s - 1e-9))   # quiet frames in a row
         self.total = 0                      # samples fed
         self._rest = np.zeros(0, np.float32)  # the incomplete frame (the ring buffer)
-        self._frames = 0                    # frames labelled
+        self._idle = True                   # in digital silence after a reset: waiting for a sound
+        self._origin = 0                    # stream sample where frame 0 starts
+        self._frames = 0                    # frames labelled since _origin
+        self._quiet = 0                     # digitally silent frames in a row, up to the last labelled
         self._start: int | None = None      # first speech frame of the open segment
         self._last = 0                      # last speech frame of the open segment
         self._prev_end = 0                  # end sample of the last segment
@@ -208,16 +350,42 @@ class Vad:
         """The earliest sample that a segment still to come can include."""
         if self._start is not None:
             return self._padded_start(self._start)
+        if self._idle:
+            return max(self.total - self.pad, self._prev_end, 0)
         return self._padded_start(self._frames)
 
     def feed(self, samples: np.ndarray) -> list[Segment]:
-        data = np.concatenate([self._rest, np.asarray(samples, dtype=np.float32)])
-        self.total += len(samples)
-        n = len(data) // self.frame_size
-        self._rest = data[n * self.frame_size:].copy()
-        if n == 0:
-            return []
-        return self._label(data[:n * self.frame_size].reshape(n, self.frame_size))
+        x = np.asarray(samples, dtype=np.float32)
+        self.total += len(x)
+        data = np.concatenate([self._rest, x])
+        first = self.total - len(data)      # stream sample of data[0]
+        segments, i, size = [], 0, self.frame_size
+        while True:
+            if self._idle:                  # skip the silence; the next sound starts the frames afresh
+                loud = np.flatnonzero(np.abs(data[i:]) >= SILENCE_PEAK)
+                if not loud.size:
+                    i = len(data)
+                    break
+                i += int(loud[0])
+                self._idle, self._origin, self._frames, self._quiet = False, first + i, 0, 0
+                self.detect.reset()
+            n = (len(data) - i) // size
+            if n == 0:
+                break
+            frames = data[i:i + n * size].reshape(n, size)
+            # label up to the frame that completes reset_after silent frames in a row (if any)
+            quiet, stop = self._quiet, n
+            for j, silent in enumerate(np.max(np.abs(frames), axis=1) < SILENCE_PEAK):
+                quiet = quiet + 1 if silent else 0
+                if quiet >= self.reset_after:
+                    stop = j + 1
+                    break
+            segments += self._label(frames[:stop])
+            self._quiet, i = quiet, i + stop * size
+            if quiet >= self.reset_after and self._start is None:
+                self._idle = True
+        self._rest = data[i:].copy()
+        return segments
 
     def flush(self) -> list[Segment]:
         """End of audio: label the incomplete frame (zero-padded) and close any open segment."""
@@ -232,13 +400,17 @@ class Vad:
         return segments
 
     def _padded_start(self, frame: int) -> int:
-        return max(frame * self.frame_size - self.pad, self._prev_end, 0)
+        return max(self._origin + frame * self.frame_size - self.pad, self._prev_end, 0)
 
     def _label(self, frames: np.ndarray) -> list[Segment]:
         segments = []
-        for speech in self.detect(frames):
+        labels = self.detect(frames)
+        steady = getattr(self.detect, "steady", None)
+        for j, speech in enumerate(labels):
             i = self._frames
             self._frames += 1
+            if steady is not None and steady[j] and self._start is not None:
+                self._forget_noise(i + 1 - self.detect.steady_frames)
             if self._start is None:
                 if speech:
                     self._start = self._last = i
@@ -252,11 +424,20 @@ class Vad:
                 segments += self._close(i + 1)
         return segments
 
+    def _forget_noise(self, first: int) -> None:
+        """Frames ``first`` on, taken for speech while the detector learned them, were steady noise (a hum or buzz
+        starting): drop the open segment if little else is left of it, else end its speech before them."""
+        if first - self._start < max(1, self.min_speech):
+            self._start = None
+        else:
+            self._last = min(self._last, first - 1)
+
     def _close(self, end_frame: int) -> list[Segment]:
         start, self._start = self._start, None
         if end_frame - start < self.min_speech:
             return []
-        end = min(end_frame * self.frame_size + self.pad, self._frames * self.frame_size, self.total)
+        end = min(self._origin + end_frame * self.frame_size + self.pad, self._origin + self._frames * self.frame_size,
+                  self.total)
         segment = Segment(self._padded_start(start), end)
         self._prev_end = end
         return [segment]

@@ -87,15 +87,12 @@ def keep_used_layers(student: Student, head: torch.nn.Module) -> None:
     """Drop the predictions that ``head`` ignores (a linear head reads only its chosen layers).
 
     Edits both in place: the student predicts only those layers and the head reads them in order.
-    A head that weighs every layer (no ``layers`` buffer) leaves both unchanged.
     """
-    layers = getattr(head, "layers", None)
-    if layers is None or len(layers) == student.n_layers:
+    idx = head.layers.tolist()
+    if idx == list(range(student.n_layers)):
         return
-    idx = layers.tolist()
     student.predict = torch.nn.ModuleList(student.predict[i] for i in idx)
     student.targets = [student.targets[i] for i in idx]
-    head.norm.mean, head.norm.scale = head.norm.mean[layers], head.norm.scale[layers]
     head.layers = torch.arange(len(idx))
 
 

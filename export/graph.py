@@ -1,9 +1,9 @@
 """Graph export: torch -> ONNX / OpenVINO IR, int8 quantization and parity checks (MACs: :mod:`.macs`).
 
-Every graph maps ``audio[batch, samples]`` (float32, 16 kHz) to ``probs[batch, classes]`` with
-dynamic batch and samples (see ``edge_ser.bundle``).  The front end (log-mel or conv feature
-extractor) lives inside the graph; :func:`front_end_nodes` finds it so quantizers can leave it in
-float (int8 raw audio or power spectra lose most of their dynamic range).
+Every graph maps ``audio[batch, samples]`` (float32, 16 kHz) to ``embedding[batch, dim]`` (the pooled layers its
+head reads; the head ships as numbers, see ``edge_ser.head``) with dynamic batch and samples.  The front end
+(log-mel or conv feature extractor) lives inside the graph; :func:`front_end_nodes` finds it so quantizers can
+leave it in float (int8 raw audio or power spectra lose most of their dynamic range).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _quiet():
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, example_len: int = 32000) -> Path:
-    """Export ``model`` (audio[B, N] -> probs[B, C]) to ONNX, opset 17, dynamic batch and samples."""
+    """Export ``model`` (audio[B, N] -> embedding[B, D]) to ONNX, opset 17, dynamic batch and samples."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -154,9 +154,10 @@ def quantize_openvino(src: str | Path, xml_dst: str | Path, calib: Sequence[np.n
     return xml_dst
 
 
-def parity(model: torch.nn.Module, path: str | Path, clips: Sequence[np.ndarray],
+def parity(model: torch.nn.Module, path: str | Path, clips: Sequence[np.ndarray], head=None,
            backend: str | None = None) -> dict:
-    """Compare torch probabilities with an exported graph's on ``clips``, one clip at a time.
+    """Compare torch probabilities with an exported graph's on ``clips``, one clip at a time; the graph's output
+    goes through ``head`` (an ``edge_ser.head.LinearHead``) first when given, as the runtime does.
 
     ``backend`` defaults to OpenVINO for ``.xml`` and ONNX Runtime otherwise.  Returns
     ``{"max_abs_diff", "top1_agreement", "n"}``.
@@ -172,7 +173,7 @@ def parity(model: torch.nn.Module, path: str | Path, clips: Sequence[np.ndarray]
         x = _batch(clip)
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
-        out = run(x)
+        out = run(x) if head is None else head.probs(run(x))
         diff = max(diff, float(np.abs(out - ref).max()))
         agree += int(out.argmax(-1)[0] == ref.argmax(-1)[0])
     n = len(clips)

@@ -1,18 +1,21 @@
 """Classifier heads on clip features ``X[N, L, F]`` (L layers of pooled features; a baseline has L = 1).
 
 ``fit_head(kind, X, y, n_classes, seed, groups, **options) -> nn.Module`` whose ``forward(X[B, L, F])`` returns
-logits ``[B, C]``. Every head starts with ``Standardize``: the mean and standard deviation of each layer and
-feature, computed from the training X only and stored as buffers, so they travel into exported graphs.
+logits ``[B, C]``. Every head standardises its input first, with the mean and standard deviation of each
+feature computed from the training X only.
 
-- ``"linear"``: multinomial logistic regression with an L2 penalty on the concatenated layers (``layers="all"``),
-  on one layer (an int), or on the layer chosen by inner cross-validation (``"best"``; ``"auto"`` also lets
-  "all" compete). The penalty, when not given, is chosen by inner cross-validation from ``L2_GRID``. Inner folds
-  are disjoint groups of the training speakers (``groups``), or of clips when no groups are given.
+- ``"linear"``: the runtime's calibrated head (:func:`edge_ser.head.fit_linear`: class-balanced logistic
+  regression with an L2 penalty chosen by speaker-grouped folds, a temperature fitted out of fold) on the
+  concatenated layers (``layers="all"``), on one layer (an int), or on the layers chosen by the same folds
+  (``"best"``: one layer; ``"auto"``: one layer or all). With fewer than ``edge_ser.head.MIN_SPEAKERS`` speakers
+  in ``groups`` no choice is made from the data: every layer, the default penalty. It is what a bundle ships
+  (its numbers are :attr:`LinearHead.numbers`).
 - ``"mlp"``: SUPERB's learned softmax-weighted sum of the layers, then Linear-GELU-Dropout-Linear, trained with
   AdamW on small batches for a fixed number of steps.
 
 Training is class-balanced (loss weights inversely proportional to class counts), seeded and deterministic,
-and leaves torch's global random state and determinism setting as they were.
+and leaves torch's global random state and determinism setting as they were. Bundles ship linear heads only
+(the runtime applies them in numpy); the MLP serves the feature study.
 """
 from __future__ import annotations
 
@@ -22,25 +25,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
-from edge_ser.metrics import scores
+from edge_ser import head as numpy_head
+from edge_ser.head import FitReport, class_weights, fit_linear
 
 from .features import pool_layers
 
-KINDS = ("linear", "mlp")     # and "auto" in choose_head
-L2_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)   # strongest first: ties go to the simpler model
+KINDS = ("linear", "mlp")
 MIN_STEPS = 100
 
 
 @dataclass
 class HeadConfig:
-    """Options of ``fit_head`` (linear: l2, layers, inner_folds; mlp: the rest)."""
-    l2: float | None = None        # linear: None = chosen by inner CV from L2_GRID
-    layers: str | int = "best"     # linear: "all" | "best" | "auto" | a layer index
-    inner_folds: int = 3
+    """Options of ``fit_head`` (linear: l2, layers; mlp: the rest)."""
+    l2: float | None = None        # linear: None = chosen by speaker folds (edge_ser.head.fit_linear)
+    layers: str | int | list = "auto"   # linear: "all" | "best" | "auto" | a layer index | a list of them
     hidden: int = 256
     dropout: float = 0.5
     epochs: int = 40               # mlp: passes over X, kept to MIN_STEPS..max_steps optimiser steps
@@ -64,19 +65,26 @@ class Standardize(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """Standardise, keep ``layers``, flatten, one linear layer."""
+    """Keep ``layers``, flatten, then the runtime's head (:class:`edge_ser.head.LinearHead`, ``numbers``): its torch
+    twin, for distillation and torch scores. ``report`` says how it was fit."""
 
-    def __init__(self, norm: Standardize, layers: list[int], weight: Tensor, bias: Tensor):
+    def __init__(self, layers: list[int], numbers: numpy_head.LinearHead, report: FitReport | None = None):
         super().__init__()
-        self.norm = norm
+        self.numbers, self.report = numbers, report
         self.register_buffer("layers", torch.tensor(layers, dtype=torch.long))
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        self.register_buffer("mean", torch.from_numpy(numbers.mean).float())
+        self.register_buffer("scale", torch.from_numpy(numbers.scale).float())
+        self.linear = nn.Linear(numbers.dim, numbers.classes)
         with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(bias)
+            self.linear.weight.copy_(torch.from_numpy(numbers.weight))
+            self.linear.bias.copy_(torch.from_numpy(numbers.bias))
+
+    def embedding(self, x: Tensor) -> Tensor:
+        """What the bundle's graph outputs: the chosen layers of ``x[B, L, F]``, flattened."""
+        return x.index_select(1, self.layers).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.norm(x).index_select(1, self.layers).flatten(1))
+        return self.linear((self.embedding(x) - self.mean) / self.scale)
 
 
 class MLPHead(nn.Module):
@@ -112,111 +120,30 @@ def _seeded(seed: int):
         torch.set_num_threads(threads)
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """N / (classes present * count) per class; 0 for classes absent from y."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    return np.divide(len(y), (counts > 0).sum() * counts, out=np.zeros(n_classes), where=counts > 0)
+def _flat(x: np.ndarray, layers: list[int]) -> np.ndarray:
+    return x[:, layers].reshape(len(x), -1)
 
 
-def row_space(z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(z V, V^T) with V an orthonormal basis of z's row space when F > N, else (z, None).
-
-    L2-penalised logistic regression on z V is exactly the one on z (its optimum lies in the row space),
-    with N instead of F weights per class; map weights back with ``w @ V^T``.
-    """
-    if z.shape[1] <= z.shape[0]:
-        return z, None
-    u, s, vt = np.linalg.svd(z, full_matrices=False)
-    return u * s, vt
-
-
-def logistic(z: np.ndarray, y: np.ndarray, n_classes: int, l2: float, weights: np.ndarray,
-             init: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Weights [C, F] and bias [C] minimising class-weighted mean cross-entropy + l2/2 |W|^2 (float64, L-BFGS)."""
-    n, f = z.shape
-    onehot = np.eye(n_classes)[y]
-    sample_w = weights[y] / weights[y].sum()
-
-    def loss_grad(theta):
-        w, b = theta[:n_classes * f].reshape(n_classes, f), theta[n_classes * f:]
-        logits = z @ w.T + b
-        logits -= logits.max(1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        loss = -(sample_w * (logp * onehot).sum(1)).sum() + 0.5 * l2 * (w * w).sum()
-        g = (np.exp(logp) - onehot) * sample_w[:, None]
-        return loss, np.concatenate([(g.T @ z + l2 * w).ravel(), g.sum(0)])
-
-    theta = np.zeros(n_classes * (f + 1)) if init is None else np.concatenate([init[0].ravel(), init[1]])
-    theta = minimize(loss_grad, theta, jac=True, method="L-BFGS-B", options={"maxiter": 300, "gtol": 1e-5}).x
-    return theta[:n_classes * f].reshape(n_classes, f), theta[n_classes * f:]
-
-
-def inner_folds(y: np.ndarray, groups: np.ndarray | None, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, validation) index pairs: k disjoint groups of ``groups`` (speakers), else stratified clip folds."""
-    rng = np.random.default_rng(seed)
-    if groups is not None and len(set(groups)) >= 2:
-        unique = np.array(sorted(set(groups)))
-        parts = np.array_split(rng.permutation(unique), min(k, len(unique)))
-        fold_of = np.empty(len(y), dtype=int)
-        for i, part in enumerate(parts):
-            fold_of[np.isin(groups, part)] = i
-    else:
-        fold_of = np.empty(len(y), dtype=int)
-        for c in np.unique(y):
-            idx = np.flatnonzero(y == c)
-            fold_of[rng.permutation(idx)] = np.arange(len(idx)) % k
-    return [(np.flatnonzero(fold_of != i), np.flatnonzero(fold_of == i)) for i in np.unique(fold_of)]
-
-
-def _flat(z: np.ndarray, layers: list[int]) -> np.ndarray:
-    return z[:, layers].reshape(len(z), -1)
-
-
-def _select_linear(z: np.ndarray, y: np.ndarray, n_classes: int, cfg: HeadConfig, candidates: list[list[int]],
-                   groups: np.ndarray | None, seed: int) -> tuple[list[int], float]:
-    """The (layers, l2) with the best pooled inner-CV UA over the training data."""
-    grid = L2_GRID if cfg.l2 is None else (cfg.l2,)
-    folds = inner_folds(y, groups, cfg.inner_folds, seed)
-    best, best_ua = (candidates[0], grid[0]), -1.0
-    for layers in candidates:
-        x = _flat(z, layers)
-        pred = {l2: np.empty(len(y), dtype=int) for l2 in grid}
-        for tr, va in folds:
-            init, weights = None, class_weights(y[tr], n_classes)
-            z_tr, vt = row_space(x[tr])
-            z_va = x[va] if vt is None else x[va] @ vt.T
-            for l2 in grid:   # warm start from the next stronger penalty
-                init = logistic(z_tr, y[tr], n_classes, l2, weights, init)
-                pred[l2][va] = (z_va @ init[0].T + init[1]).argmax(1)
-        for l2 in grid:
-            ua = scores(y, pred[l2], n_classes)["ua"]
-            if ua > best_ua + 1e-9:
-                best, best_ua = (layers, l2), ua
-    return best
-
-
-def _fit_linear(norm: Standardize, x: Tensor, y: np.ndarray, n_classes: int, cfg: HeadConfig,
-                groups: np.ndarray | None, seed: int) -> LinearHead:
+def _fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: HeadConfig, groups: np.ndarray | None,
+                seed: int) -> LinearHead:
     n_layers = x.shape[1]
-    z = norm(x).double().numpy()
     every, singles = [list(range(n_layers))], [[i] for i in range(n_layers)]
-    if isinstance(cfg.layers, int):
-        candidates = [[cfg.layers % n_layers]]
-    elif cfg.layers == "all" or (n_layers == 1 and cfg.layers in ("best", "auto")):
-        candidates = every
+    few = groups is None or len(set(groups)) < numpy_head.MIN_SPEAKERS
+    if isinstance(cfg.layers, (int, list)):
+        candidates = [[i % n_layers for i in np.atleast_1d(cfg.layers).tolist()]]
+    elif cfg.layers == "all" or n_layers == 1 or (few and cfg.layers in ("best", "auto")):
+        candidates = every   # no choice may rest on one to three speakers
     elif cfg.layers in ("best", "auto"):
         candidates = singles if cfg.layers == "best" else every + singles
     else:
         raise ValueError(f"layers must be 'all', 'best', 'auto' or a layer index, not {cfg.layers!r}")
-    if len(candidates) > 1 or cfg.l2 is None:
-        layers, l2 = _select_linear(z, y, n_classes, cfg, candidates, groups, seed)
-    else:
-        layers, l2 = candidates[0], cfg.l2
-    z, vt = row_space(_flat(z, layers))
-    w, b = logistic(z, y, n_classes, l2, class_weights(y, n_classes))
-    w = w if vt is None else w @ vt
-    head = LinearHead(norm, layers, torch.from_numpy(w).float(), torch.from_numpy(b).float())
-    head.selected = {"layers": layers, "l2": l2}
+    best = None
+    for layers in candidates:   # simplest first: another candidate must do strictly better out of fold
+        fit = fit_linear(_flat(x, layers), y, n_classes, groups, l2=cfg.l2, seed=seed)
+        if best is None or (fit[1].ua or 0.0) > (best[2].ua or 0.0) + 1e-9:
+            best = (layers, *fit)
+    head = LinearHead(*best)
+    head.selected = {"layers": best[0], "l2": best[2].l2}
     return head
 
 
@@ -261,44 +188,13 @@ def fit_head(kind: str, X, y, n_classes: int, seed: int = 0, groups=None, **opti
         raise ValueError(f"X must be [N, L, F] (or [N, F]) with one label per row; got X {tuple(x.shape)}, "
                          f"{len(y)} labels")
     with _seeded(seed):
-        norm = Standardize(x)
         if kind == "linear":
-            return _fit_linear(norm, x, y, n_classes, cfg, groups, seed).eval()
-        return _fit_mlp(norm, x, y, n_classes, cfg)
+            return _fit_linear(x.double().numpy(), y, n_classes, cfg, groups, seed).eval()
+        return _fit_mlp(Standardize(x), x, y, n_classes, cfg)
 
 
-HEAD_CANDIDATES = {"linear-layer": ("linear", {"layers": "best"}), "linear-all": ("linear", {"layers": "all"}),
-                   "mlp": ("mlp", {})}
-
-
-def choose_head(kind: str, X, y, n_classes: int, groups, seed: int = 0, folds: int = 3) -> tuple[str, dict, dict]:
-    """(kind, options, inner-CV UA per candidate): ``kind`` "linear" or "mlp" as given; "auto" picks among one
-    layer (linear), every layer concatenated (linear) and a learned weighted sum of layers (mlp) by the pooled UA
-    of inner cross-validation over the groups (speakers) of the training data only."""
-    if kind != "auto":
-        return kind, {}, {}
-    X, y = np.asarray(X), np.asarray(y)
-    splits = inner_folds(y, np.asarray(groups), folds, seed)
-    uas = {}
-    for name, (k, options) in HEAD_CANDIDATES.items():
-        pred = np.empty(len(y), dtype=int)
-        for tr, va in splits:
-            head = fit_head(k, X[tr], y[tr], n_classes, seed=seed, groups=np.asarray(groups)[tr], **options)
-            pred[va] = predict(head, X[va]).argmax(1)
-        uas[name] = scores(y, pred, n_classes)["ua"]
-    best = next(iter(HEAD_CANDIDATES))
-    for name in HEAD_CANDIDATES:    # simplest first: another candidate must do strictly better
-        if uas[name] > uas[best] + 1e-9:
-            best = name
-    return (*HEAD_CANDIDATES[best], uas)
-
-
-def head_inputs(head: nn.Module) -> str:
-    """Which hidden states a fitted head reads, for people (manifest, model card)."""
-    layers = getattr(head, "layers", None)
-    if layers is None:
-        return "a learned softmax-weighted sum of every layer (mean+std pooled)"
-    layers = layers.tolist()
+def head_inputs(layers: list[int]) -> str:
+    """Which hidden states a linear head reads, for people (manifest, model card)."""
     return f"layer {layers[0]} (mean+std pooled)" if len(layers) == 1 else \
         f"layers {', '.join(map(str, layers))} (mean+std pooled, concatenated)"
 
@@ -311,11 +207,24 @@ def predict(head: nn.Module, X) -> np.ndarray:
 
 
 class EmotionModel(nn.Module):
-    """``audio[B, N] -> probs[B, C]``: encoder hidden states, pooled per layer, then the head (one graph)."""
+    """``audio[B, N] -> probs[B, C]``: encoder hidden states, pooled per layer, then the linear head;
+    ``embedder`` is the part a bundle's graph holds (``audio -> embedding``), the head ships as numbers."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Module):
+    def __init__(self, encoder: nn.Module, head: LinearHead):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.embedder = Embedder(encoder, head)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return torch.softmax(self.head(pool_layers(self.encoder(audio))), dim=-1)
+
+
+class Embedder(nn.Module):
+    """``audio[B, N] -> embedding[B, D]``: the pooled layers a linear head reads, flattened."""
+
+    def __init__(self, encoder: nn.Module, head: LinearHead):
         super().__init__()
         self.encoder, self.head = encoder, head
 
     def forward(self, audio: Tensor) -> Tensor:
-        return torch.softmax(self.head(pool_layers(self.encoder(audio))), dim=-1)
+        return self.head.embedding(pool_layers(self.encoder(audio)))

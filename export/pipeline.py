@@ -37,13 +37,14 @@ from edge_ser.targets import detect_target
 from . import graph, parallel
 from .distill import DistillConfig, distill, fit_predictions_on, keep_used_layers
 from .features import embed
-from .heads import EmotionModel, choose_head, fit_head, head_inputs, predict
+from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
 from .teachers import load_teacher, make_student
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
+HEAD_FILES = {"teacher": "head-teacher.npz", "student": "head-student.npz"}
 LATENCY_REPS = 10         # timed calls per variant for --variant auto's choice on this CPU
 
 
@@ -136,13 +137,15 @@ def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarr
 
     def add(name, fmt, precision, model, quantization=None, targets=()):
         files = [f"{name}.onnx"] if fmt == "onnx" else [f"{name}.xml", f"{name}.bin"]
-        variants[name] = mf.Variant(files=files, format=fmt, precision=precision, model=model,
+        variants[name] = mf.Variant(files=files, format=fmt, precision=precision, model=model, head=model,
                                     quantization=quantization, targets=list(targets))
         return out / files[0]
 
-    graph.export_onnx(teacher_model, add("teacher-fp32", "onnx", "fp32", "teacher"))
+    for model, m in (("teacher", teacher_model), ("student", student_model)):
+        (out / HEAD_FILES[model]).write_bytes(m.head.numbers.to_bytes())
+    graph.export_onnx(teacher_model.embedder, add("teacher-fp32", "onnx", "fp32", "teacher"))
     student = add("student-fp32", "onnx", "fp32", "student")
-    graph.export_onnx(student_model, student)
+    graph.export_onnx(student_model.embedder, student)
     for p in ORT_PRESETS:
         graph.quantize_dynamic_onnx(student, add(p.variant, "onnx", "int8", "student", p.description, p.targets),
                                     p.signed_weights)
@@ -156,7 +159,7 @@ def check_parity(variants: dict[str, mf.Variant], models: Models, directory: Pat
     """Record each graph's agreement with its torch model; an fp32 graph that disagrees stops the export."""
     for name, v in variants.items():
         model = models.teacher if v.model == "teacher" else models.student
-        v.parity = mf.Parity(**graph.parity(model, directory / v.files[0], clips))
+        v.parity = mf.Parity(**graph.parity(model, directory / v.files[0], clips, model.head.numbers))
         if v.precision == "fp32" and (v.parity.max_abs_diff > PARITY_TOLERANCE or v.parity.top1_agreement < 1.0):
             raise EdgeSerError(f"exported {name} disagrees with its torch model ({v.parity}); "
                                "the bundle was not written")
@@ -204,17 +207,14 @@ class Export:
         self.teacher.to(parallel.device())
         self.features = embed(self.teacher, self.waves, "teacher features")
         self.teacher.cpu()
-        train = self.fold.train
-        self.head_kind, self.head_options, self.head_cv = choose_head(
-            cfg.head, self.features[train], self.y[train], len(self.labels), [self.speakers[i] for i in train],
-            seed=cfg.seed)
-        if self.head_cv:
-            log.info("head chosen by inner cross-validation over training speakers: %s",
-                     ", ".join(f"{k} UA {v:.3f}" for k, v in self.head_cv.items()))
+        self.layers = cfg.head   # "auto" | "all" | "best": chosen once, on the training speakers' teacher features
+        probe = self.fit_head(self.features, self.fold.train)
+        self.layers = probe.selected["layers"]
+        log.info("head inputs: %s; %s", head_inputs(self.layers), probe.report.summary())
 
-    def fit_head(self, features: np.ndarray, idx: np.ndarray):
-        return fit_head(self.head_kind, features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
-                        groups=[self.speakers[i] for i in idx], **self.head_options)
+    def fit_head(self, features: np.ndarray, idx: np.ndarray) -> LinearHead:
+        return fit_head("linear", features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
+                        groups=[self.speakers[i] for i in idx], layers=self.layers)
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
         """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
@@ -246,8 +246,8 @@ class Export:
         """UA on the ``val_idx`` clips of a head fitted on the student's features of ``fit_idx``."""
         def validate(student: torch.nn.Module) -> float:
             feats = embed(student, [self.waves[i] for i in [*fit_idx, *val_idx]], show_progress=False, shard=False)
-            head = fit_head(self.head_kind, feats[:len(fit_idx)], self.y[fit_idx], len(self.labels),
-                            seed=self.cfg.seed, groups=[self.speakers[i] for i in fit_idx], **self.head_options)
+            head = fit_head("linear", feats[:len(fit_idx)], self.y[fit_idx], len(self.labels), seed=self.cfg.seed,
+                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers)
             return scores(self.y[val_idx], predict(head, feats[len(fit_idx):]).argmax(1), len(self.labels))["ua"]
         return validate
 
@@ -321,7 +321,9 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
                            summary=student_summary(cfg, teacher.dim, teacher_macs / student_macs, models.history),
                            distillation=[mf.Epoch(**h) for h in models.history],
                            validation_speakers=ex.validation_speakers),
-        head=mf.Head(kind=ex.head_kind, inputs=head_inputs(models.student.head)),
+        heads={model: mf.Head(file=HEAD_FILES[model], dim=h.numbers.dim, inputs=head_inputs(ex.layers),
+                              fit=h.report.summary(), temperature=h.report.temperature, ece=h.report.ece)
+               for model, h in (("teacher", models.teacher.head), ("student", models.student.head))},
         data=mf.Data(corpus=corpus.name, clips=len(ex.waves), speakers=n_speakers,
                      test_speakers=list(fold.test_speakers), trained_speakers=list(corpus.speakers),
                      label_counts={lab: int((ex.y == i).sum()) for i, lab in enumerate(ex.labels)},

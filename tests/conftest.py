@@ -1,9 +1,9 @@
 """Shared fixtures: a tiny bundle from a committed 2 kB ONNX graph (no torch, no onnx package needed).
 
-``tests/fixtures/tiny.onnx`` maps audio[B, N] -> mean framewise log-power -> linear -> softmax probs[B, 3]:
-loud audio (RMS above ~0.14) is ``anger``, quiet audio (RMS under ~0.02) ``sadness``, in between ``neutral``.
-It needs at least 400 samples. ``tests/toolchain/test_graph.py`` rebuilds it with onnx.helper and checks
-that the committed bytes are what that code makes.
+``tests/fixtures/tiny.onnx`` maps audio[B, N] -> embedding[B, 1], the mean framewise log-power; the bundle's head
+(:func:`tiny_head`) makes it probs[B, 3]: loud audio (RMS above ~0.14) is ``anger``, quiet audio (RMS under ~0.02)
+``sadness``, in between ``neutral``. It needs at least 400 samples. ``tests/toolchain/test_graph.py`` rebuilds it
+with onnx.helper and checks that the committed bytes are what that code makes.
 """
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def speechlike(seconds: float, amp: float, f0: float = 180.0, sr: int = 16000, s
     return np.clip(x * amp / np.sqrt(2 * np.mean(x * x)), -1.0, 1.0).astype(np.float32)
 
 
+def tiny_head():
+    """The tiny bundle's head: logits (e, 0, -e) + (4, 0, -8) of the log-power e."""
+    import numpy as np
+
+    from edge_ser.head import LinearHead
+
+    return LinearHead(np.zeros(1), np.ones(1), np.array([[1.0], [0.0], [-1.0]]), np.array([4.0, 0.0, -8.0]))
+
+
 def make_tiny_bundle(out: Path, openvino: bool = True, **manifest_fields) -> Path:
     """A bundle in ``out``: variant ``fp32`` (ONNX, default) and ``ov-fp32`` (OpenVINO IR, if openvino imports)."""
     from edge_ser import manifest as mf
@@ -41,8 +50,9 @@ def make_tiny_bundle(out: Path, openvino: bool = True, **manifest_fields) -> Pat
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(FIXTURES / "tiny.onnx", out / "model.onnx")
+    (out / "head.npz").write_bytes(tiny_head().to_bytes())
     variants = {"fp32": mf.Variant(files=["model.onnx"], format="onnx", precision="fp32", model="student",
-                                   metrics=mf.Metrics(ua=0.9, wa=0.9, f1=0.9, n=30))}
+                                   head="student", metrics=mf.Metrics(ua=0.9, wa=0.9, f1=0.9, n=30))}
     if openvino:
         try:
             from edge_ser.engine import import_openvino
@@ -52,10 +62,12 @@ def make_tiny_bundle(out: Path, openvino: bool = True, **manifest_fields) -> Pat
         if ov is not None:
             ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"), compress_to_fp16=False)
             variants["ov-fp32"] = mf.Variant(files=["model.xml", "model.bin"], format="openvino", precision="fp32",
-                                             model="student", metrics=mf.Metrics(ua=0.9, wa=0.9, f1=0.9, n=30))
+                                             model="student", head="student",
+                                             metrics=mf.Metrics(ua=0.9, wa=0.9, f1=0.9, n=30))
     manifest = mf.Manifest(labels=list(TINY_LABELS), input=mf.Input(window_s=2.0, hop_s=1.0), variants=variants,
-                           default_variant="fp32", teacher=mf.Teacher(name="none (test graph)", family="none",
-                                                                      blocks=1, dim=1),
+                           default_variant="fp32",
+                           heads={"student": mf.Head(file="head.npz", dim=1, inputs="mean log-power")},
+                           teacher=mf.Teacher(name="none (test graph)", family="none", blocks=1, dim=1),
                            student=mf.Student(blocks=1, dim=1, summary="log-power + linear"), **manifest_fields)
     write_bundle(out, manifest)
     return out

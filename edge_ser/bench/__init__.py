@@ -152,6 +152,13 @@ def _peer_rows(bundle: Bundle, reference: str | None, peers: str, notes: list[st
         except ImportError as e:
             notes.append(f"peer {name} skipped: {e.name or e} is not installed (pip install edge-ser[export])")
             continue
+        except EdgeSerError:
+            raise   # an unknown peer name: the user's to fix
+        except Exception as e:   # a third-party plugin's own bug: a note, never a traceback
+            notes.append(f"peer {name} skipped: its plugin failed ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:200]})")
+            log.warning("%s", notes[-1])
+            continue
         rows.append(Row(peer.name, peer.backend, peer.precision, peer.size_mb, peer.macs_per_s, peer))
         if peer.note:
             notes.append(f"{peer.name}: {peer.note}")

@@ -47,10 +47,16 @@ def measure(spec: dict) -> dict:
     return {"peak_rss_mb": peak_rss_mb(), "load_ms": load_ms}
 
 
+# `python -m` and `-c` put the working directory first on sys.path, so a numpy.py there (in an untrusted bundle
+# folder, say) would run inside the probe; -P / PYTHONSAFEPATH exist only from Python 3.11. The probe's first
+# statement takes it off again, before anything is imported (sys is built in).
+SAFE_START = "import sys; sys.path[:1] = [p for p in sys.path[:1] if p]; from edge_ser.bench.probe import main; main()"
+
+
 def probe(spec: dict, timeout_s: float = 300.0) -> dict:
     """Run :func:`measure` for ``spec`` in a fresh interpreter (same Python, same installed edge-ser)."""
     try:
-        done = subprocess.run([sys.executable, "-m", "edge_ser.bench.probe", json.dumps(spec)], capture_output=True,
+        done = subprocess.run([sys.executable, "-c", SAFE_START, json.dumps(spec)], capture_output=True,
                               text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise EdgeSerError(f"the fresh-process probe took over {timeout_s:.0f} s") from None
@@ -60,5 +66,9 @@ def probe(spec: dict, timeout_s: float = 300.0) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-if __name__ == "__main__":
+def main() -> None:
     print(json.dumps(measure(json.loads(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

@@ -115,6 +115,19 @@ def test_a_peer_without_its_packages_is_a_note(bundle_dir, tmp_path, monkeypatch
     assert "peer wav2vec2-base skipped: torch is not installed" in md
 
 
+def test_a_broken_peer_plugin_is_a_note(bundle_dir, tmp_path, monkeypatch):
+    """Red team r3, N19: a peer factory that raised, or an entry point that is no function, crashed the bench."""
+    def broken(bundle):
+        raise ValueError("bad options")
+    fake_peers(monkeypatch, {"broken": broken, "number": 3})
+    rows = bench.run_bench(bundle_dir, threads=[1], backends=["onnxruntime"], out=tmp_path, quick=True,
+                           peers="broken,number")
+    assert [r["variant"] for r in rows] == ["fp32"]
+    md = (tmp_path / f"bench_{bundle_dir.name}.md").read_text()
+    assert "peer broken skipped: its plugin failed (ValueError: bad options)" in md
+    assert "peer number skipped: its plugin failed (TypeError" in md
+
+
 def test_the_manifest_never_chooses_what_the_bench_loads(bundle_dir, tmp_path, monkeypatch):
     """A manifest naming a teacher (a hub id, a path) makes no reference row: only --reference does."""
     called = []

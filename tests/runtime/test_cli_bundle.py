@@ -37,11 +37,15 @@ def test_every_command_has_real_help(command):
     assert "not implemented" not in r.stdout.lower()
 
 
+HEAD = {"h": mf.Head(file="h.npz", dim=1)}
+
+
 def fake_bundle(root, **variant_fields):
     (root / "m.onnx").write_bytes(b"graph bytes")
+    (root / "h.npz").write_bytes(b"head bytes")
     return write_bundle(root, mf.Manifest(
-        labels=["anger", "neutral"], input=mf.Input(window_s=2.0, hop_s=1.0), default_variant="fp32",
-        variants={"fp32": mf.Variant(files=["m.onnx"], format="onnx", precision="fp32", model="student",
+        labels=["anger", "neutral"], input=mf.Input(window_s=2.0, hop_s=1.0), default_variant="fp32", heads=HEAD,
+        variants={"fp32": mf.Variant(files=["m.onnx"], format="onnx", precision="fp32", model="student", head="h",
                                      metrics=mf.Metrics(ua=0.5, wa=0.5, f1=0.5, n=4), **variant_fields)}))
 
 
@@ -112,7 +116,8 @@ def test_pack_keeps_one_variant_with_its_own_checksums(tiny_bundle, tmp_path):
     m = pack(full, "fp32", tmp_path / "slim")
     slim = load_bundle(tmp_path / "slim")
     assert list(slim.variants) == ["fp32"] and slim.manifest.default_variant == "fp32"
-    assert sorted(p.name for p in (tmp_path / "slim").iterdir()) == ["MODEL_CARD.md", "edge-ser.json", "model.onnx"]
+    assert sorted(p.name for p in (tmp_path / "slim").iterdir()) == ["MODEL_CARD.md", "edge-ser.json", "head.npz",
+                                                                    "model.onnx"]
     assert m.files == slim.manifest.files and slim.labels == full.labels
     r = cli("info", str(tmp_path / "slim"))
     assert r.returncode == 0, r.stderr
@@ -123,7 +128,7 @@ def test_pack_keeps_one_variant_with_its_own_checksums(tiny_bundle, tmp_path):
         pack(full, "ov-fp32,fp32", tmp_path / "two")
         two = load_bundle(tmp_path / "two")
         assert list(two.variants) == ["ov-fp32", "fp32"] and two.manifest.default_variant == "ov-fp32"
-        assert sorted(two.manifest.files) == ["model.bin", "model.onnx", "model.xml"]
+        assert sorted(two.manifest.files) == ["head.npz", "model.bin", "model.onnx", "model.xml"]
     r = cli("pack", str(tiny_bundle), "--variant", "int4", "--out", str(tmp_path / "none"))
     assert r.returncode == 2 and "no variant 'int4'" in r.stderr and not (tmp_path / "none").exists()
 
@@ -187,7 +192,7 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
         files = [f"{len(variants)}.onnx"] if fmt == "onnx" else [f"{len(variants)}.xml", f"{len(variants)}.bin"]
         for f in files:
             (tmp_path / f).write_bytes(b"x")
-        return mf.Variant(files=files, format=fmt, precision=precision, model=model, targets=list(targets),
+        return mf.Variant(files=files, format=fmt, precision=precision, model=model, head="h", targets=list(targets),
                           metrics=mf.Metrics(ua=ua, wa=ua, f1=ua, n=10, target=measured),
                           latency_ms={"x86-avx2": latency} if latency else {})
     variants = {}
@@ -197,8 +202,9 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
                        "ov-int8": ("student", "int8", 0.87, ("x86-vnni", "x86-avx2"), 18.0, "x86-avx2",
                                    "openvino")}.items():
         variants[name] = v(*args)
+    (tmp_path / "h.npz").write_bytes(b"x")
     write_bundle(tmp_path, mf.Manifest(labels=["a", "b"], input=mf.Input(window_s=2.0, hop_s=1.0),
-                                       variants=variants, default_variant="fp32"))
+                                       variants=variants, default_variant="fp32", heads=HEAD))
     b = load_bundle(tmp_path)
     onnx_only = ["onnxruntime"]
     assert choose_variant(b, target="x86-avx2", backends=onnx_only).name == "u8u8"        # fastest, accurate
@@ -227,3 +233,75 @@ def test_the_ready_model_runs_with_no_bundle_argument(tmp_path):
     assert "CC BY 4.0" in card and "non-commercial" in card and "leave-one-corpus-out" in card
     b = load_bundle(READY)   # checksums verified
     assert sum(f.bytes for f in b.manifest.files.values()) < 20e6
+
+
+# ------------------------------------------------------------------------------- red team r3
+def test_version_prints_the_package_version():
+    import edge_ser
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"edge-ser {edge_ser.__version__}", (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("variants", ["", ",", " , ", "fp32,"])
+def test_pack_refuses_empty_variant_names(tiny_bundle, tmp_path, variants):
+    """N8: '' was a traceback, ',' silently became the default variant."""
+    r = cli("pack", str(tiny_bundle), "--out", str(tmp_path / "p"), "--variant", variants)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "empty variant name" in r.stderr, r.stderr
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(EdgeSerError, match="empty variant name"):
+        pack(load_bundle(tiny_bundle), variants, tmp_path / "p")
+
+
+def test_pack_for_a_target_the_bundle_has_no_variant_for_says_so(bundle_copy, tmp_path):
+    """N26: packing --target arm64 out of an x86-only bundle wrote an x86 variant without a word."""
+    from dataclasses import replace
+    b = load_bundle(bundle_copy)
+    only = {"fp32": replace(b.variants["fp32"], targets=["x86-avx2"])}
+    write_bundle(bundle_copy, replace(b.manifest, variants=only))
+    r = cli("pack", str(bundle_copy), "--target", "arm64", "--out", str(tmp_path / "arm"))
+    assert r.returncode == 0 and "no variant made for arm64" in r.stderr and "made for x86-avx2" in r.stderr, r.stderr
+    r = cli("pack", str(bundle_copy), "--target", "x86-avx2", "--out", str(tmp_path / "x86"))
+    assert r.returncode == 0 and "no variant made for" not in r.stderr, r.stderr
+
+
+def ir_and_onnx_bundle(root: Path, ir_only: bool = False):
+    """An ONNX int8 variant measured fastest (on onnxruntime) and an OpenVINO IR one, equally accurate."""
+    variants = {}
+    if not ir_only:
+        (root / "q.onnx").write_bytes(b"x")
+        variants["u8s8"] = mf.Variant(files=["q.onnx"], format="onnx", precision="int8", model="student", head="h",
+                                      metrics=mf.Metrics(ua=0.85, wa=0.85, f1=0.85, n=10),
+                                      latency_ms={"x86-avx2": 6.5})
+    for f in ("ov.xml", "ov.bin", "h.npz"):
+        (root / f).write_bytes(b"x")
+    variants["ov-fp32"] = mf.Variant(files=["ov.xml", "ov.bin"], format="openvino", precision="fp32",
+                                     model="student", head="h", metrics=mf.Metrics(ua=0.85, wa=0.85, f1=0.85, n=10),
+                                     latency_ms={"x86-avx2": 14.2})
+    write_bundle(root, mf.Manifest(labels=["a", "b"], input=mf.Input(window_s=2.0, hop_s=1.0), variants=variants,
+                                   default_variant=next(iter(variants)), heads=HEAD))
+    return load_bundle(root)
+
+
+def test_auto_with_a_backend_prefers_the_variants_made_for_it(tmp_path):
+    """N14: --backend openvino ranked ONNX variants by the latency ONNX Runtime gave them at export."""
+    from edge_ser.targets import choose_variant
+    b = ir_and_onnx_bundle(tmp_path)
+    both = ["onnxruntime", "openvino"]
+    assert choose_variant(b, target="x86-avx2", backends=both).name == "u8s8"
+    assert choose_variant(b, "onnxruntime", target="x86-avx2", backends=both).name == "u8s8"
+    choice = choose_variant(b, "openvino", target="x86-avx2", backends=both)
+    assert choice.name == "ov-fp32" and "14.2 ms" in choice.reason
+
+
+def test_engine_messages_name_the_real_problem(tiny_bundle, tmp_path):
+    """N26: an IR-only bundle on --backend onnxruntime said "pip install edge-ser[openvino]" although it was
+    installed; an unknown backend said no variant runs."""
+    from edge_ser.engine import open_engine
+    from edge_ser.recognizer import Recognizer
+    from edge_ser.targets import choose_variant
+    b = ir_and_onnx_bundle(tmp_path, ir_only=True)
+    with pytest.raises(BundleError, match="OpenVINO IR; run them with --backend openvino"):
+        choose_variant(b, "onnxruntime", target="x86-avx2", backends=["onnxruntime", "openvino"])
+    for make in (open_engine, Recognizer):
+        with pytest.raises(EdgeSerError, match="unknown backend 'tensorrt'"):
+            make(tiny_bundle, "auto", backend="tensorrt")

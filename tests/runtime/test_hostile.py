@@ -6,6 +6,7 @@ the end fuzz manifests and audio bytes.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 from edge_ser import AudioError, BundleError, EdgeSerError, audio
 from edge_ser.bundle import load_bundle, write_bundle
-from edge_ser.engine import open_engine
+from edge_ser.engine import max_threads, open_engine
 from edge_ser.manifest import MANIFEST, Manifest
 from edge_ser.recognizer import Recognizer
 
@@ -332,7 +333,7 @@ def test_openvino_keeps_no_per_shape_cache(tiny_bundle, monkeypatch):
         seen.update(config)
         return compile_model(self, model, device, config)
     monkeypatch.setattr(ov.Core, "compile_model", spy)
-    open_engine(tiny_bundle, "ov-fp32")
+    open_engine(tiny_bundle, "ov-fp32", threads=max_threads())   # a thread count no other test compiles (shared)
     assert seen["CPU_RUNTIME_CACHE_CAPACITY"] == "0"
 
 
@@ -350,11 +351,32 @@ def test_streams_take_mono_only(tiny_bundle):
         stream.feed(np.zeros((2, 4000), np.float32))
 
 
-@pytest.mark.parametrize("fixture, fragment", [("nan.onnx", "not probabilities"), ("double.onnx", "not probabilities")])
-def test_outputs_that_are_not_probabilities_are_refused(bundle_copy, wav, fixture, fragment):
-    shutil.copyfile(FIXTURES / fixture, bundle_copy / "model.onnx")
+def test_embeddings_that_are_not_numbers_are_refused(bundle_copy, wav):
+    shutil.copyfile(FIXTURES / "nan.onnx", bundle_copy / "model.onnx")
     write_bundle(bundle_copy, load_bundle(bundle_copy, verify=False).manifest)
+    assert_clean_error(cli("run", bundle_copy, "--input", wav, "--variant", "fp32"), "not numbers")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda h: h.__setitem__("dim", 2), "numbers per clip"),        # the head file does not fit its manifest entry
+    (lambda h: h.__setitem__("file", "model.onnx"), "not an edge-ser head"),   # a graph posing as a head
+])
+def test_heads_that_do_not_fit_are_refused(bundle_copy, wav, edit, fragment):
+    doc = manifest_doc(bundle_copy)
+    edit(doc["heads"]["student"])
+    write_doc(bundle_copy, json.dumps(doc))
     assert_clean_error(cli("run", bundle_copy, "--input", wav, "--variant", "fp32"), fragment)
+
+
+def test_a_head_whose_embedding_size_differs_from_the_graph_is_refused(bundle_copy, wav):
+    from edge_ser.head import LinearHead
+
+    head = LinearHead(np.zeros(2), np.ones(2), np.zeros((3, 2)), np.zeros(3))
+    (bundle_copy / "head.npz").write_bytes(head.to_bytes())
+    m = load_bundle(bundle_copy, verify=False).manifest
+    m.heads["student"].dim = 2
+    write_bundle(bundle_copy, m)
+    assert_clean_error(cli("run", bundle_copy, "--input", wav, "--variant", "fp32"), "reads 2 numbers per clip")
 
 
 @pytest.mark.parametrize("signal_", ["dc", "hum50", "hum60", "buzz"])
@@ -506,8 +528,10 @@ def test_openvino_never_reads_external_data_either(bundle_copy, wav, tmp_path, m
     shutil.copyfile(FIXTURES / "external.onnx", bundle_copy / "model.onnx")
     shutil.copyfile(FIXTURES / "external.onnx", bundle_copy / "model.xml")   # ONNX dressed up as IR
     write_bundle(bundle_copy, load_bundle(bundle_copy, verify=False).manifest)
-    with pytest.raises(BundleError, match="OpenVINO cannot load"):
+    with pytest.raises(BundleError, match="OpenVINO cannot load") as refused:
         open_engine(bundle_copy, "fp32", backend="openvino")
+    # N23: the reason, not only OpenVINO's first line ("Exception from src/inference/src/cpp/core.cpp:84:")
+    assert "w.bin" in str(refused.value) and "core.cpp" not in str(refused.value), refused.value
     with pytest.raises(BundleError, match="not OpenVINO IR XML"):
         open_engine(bundle_copy, "ov-fp32")
 
@@ -641,3 +665,177 @@ def test_a_closed_pipe_is_not_an_error(tiny_bundle, tmp_path):
     r = subprocess.run(f"{sys.executable} -m edge_ser run {tiny_bundle} --input {folder} | head -1", shell=True,
                        capture_output=True, text=True, timeout=300)
     assert "error" not in r.stderr.lower() and "Traceback" not in r.stderr and len(r.stdout.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------- red team r3: processes, plugins
+def test_onnxruntime_telemetry_is_off_in_native_code(tiny_bundle, tmp_path):
+    """N1: ONNX Runtime's native telemetry writes ~/.cache/Microsoft at once and looks up
+    mobile.events.data.microsoft.com about 9 s after a session is made (no Python socket: the socket guard above
+    cannot see it). Only ORT_DISABLE_TELEMETRY=1 before the import stops it; importing edge_ser sets it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    code = f"import time; from edge_ser import Recognizer; r = Recognizer({str(tiny_bundle)!r}, variant='fp32'); " \
+           "time.sleep(11)"
+    command, trace = [sys.executable, "-c", code], tmp_path / "strace.txt"
+    if shutil.which("strace") and subprocess.run(["strace", "-f", "-o", os.devnull, "true"],
+                                                 capture_output=True).returncode == 0:
+        command = ["strace", "-f", "-e", "trace=connect,sendto", "-o", str(trace), *command]
+    r = subprocess.run(command, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not (home / ".cache" / "Microsoft").exists()
+    if trace.exists():   # strace is optional (.ci/install adds it)
+        calls = trace.read_text()
+        assert "htons(53)" not in calls and "mobile" not in calls, calls
+
+
+def test_a_host_that_imported_onnxruntime_first_is_warned(tiny_bundle, tmp_path):
+    code = f"""
+import logging, onnxruntime
+logging.basicConfig()
+from edge_ser.engine import open_engine
+open_engine({str(tiny_bundle)!r}, "fp32")
+open_engine({str(tiny_bundle)!r}, "fp32")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    for preset, warnings in (("", 1), ("1", 0)):
+        r = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(tmp_path), **(
+            {"ORT_DISABLE_TELEMETRY": preset} if preset else {})}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("telemetry is on") == warnings, r.stderr
+
+
+CWD_MARKER = """
+import importlib, os, sys
+with open(os.environ["EDGE_SER_MARK"], "a") as f:
+    f.write(f"{__name__} imported by pid {os.getpid()} {sys.argv}\\n")
+here = os.path.dirname(os.path.abspath(__file__))     # then hand over to the real module
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+del sys.modules[__name__]
+sys.modules[__name__] = importlib.import_module(__name__)
+"""
+
+
+def test_code_in_the_working_directory_never_runs_in_workers_or_probes(tiny_bundle, tmp_path, monkeypatch):
+    """N2: spawned --jobs workers (`python -c`) and bench probes (`python -m`) put the working directory first on
+    sys.path, so a numpy.py in an untrusted folder ran inside them."""
+    console = Path(sys.executable).with_name("edge-ser")   # not `python -m`: that puts the folder on the parent's path
+    if not console.is_file():
+        pytest.skip("no edge-ser console script beside this Python")
+    work, mark = tmp_path / "untrusted", tmp_path / "PWNED"
+    (work / "in").mkdir(parents=True)
+    for name in ("numpy", "multiprocessing"):
+        (work / f"{name}.py").write_text(CWD_MARKER)
+    for i in range(3):
+        sf.write(work / "in" / f"{i}.wav", speechlike(2.0, 0.5, seed=i), SR)
+    r = subprocess.run([str(console), "run", str(tiny_bundle), "--input", "in", "--jobs", "2", "--variant", "fp32",
+                        "--output", "out.jsonl"], cwd=work, env={**os.environ, "EDGE_SER_MARK": str(mark)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not mark.exists(), mark.read_text()
+    files = {json.loads(line).get("file") for line in (work / "out.jsonl").read_text().splitlines()}
+    assert files == {f"in{os.sep}{i}.wav" for i in range(3)}   # the workers still read paths from the folder
+    from edge_ser.bench.probe import probe
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("EDGE_SER_MARK", str(mark))
+    got = probe({"bundle": str(tiny_bundle), "variant": "fp32", "backend": "onnxruntime", "threads": 1,
+                 "samples": 2 * SR})
+    assert got["peak_rss_mb"] > 0 and not mark.exists(), mark.read_text()
+
+
+def test_verifying_and_packing_read_files_in_bounded_memory(bundle_copy, tmp_path, monkeypatch):
+    """N10: verification read each listed file whole (a 1.9 GB sparse file listed in a hostile bundle cost 1.9 GB)."""
+    import tracemalloc
+
+    with open(bundle_copy / "model.onnx", "r+b") as f:
+        f.truncate(64 << 20)    # sparse: no disk space used
+    write_bundle(bundle_copy, load_bundle(bundle_copy, verify=False).manifest)
+    tracemalloc.start()
+    try:
+        bundle = load_bundle(bundle_copy)    # every checksum verified
+        from edge_ser.bundle import pack
+        pack(bundle, "fp32", tmp_path / "slim")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert (tmp_path / "slim" / "model.onnx").stat().st_size == 64 << 20
+    from edge_ser import bundle as bundle_module
+    monkeypatch.setattr(bundle_module, "_memory_bytes", lambda: 64 << 20)   # a file over half the memory: unread
+    with pytest.raises(BundleError, match="more than this machine can load"):
+        bundle.read("model.onnx")
+
+
+BROKEN_PLUGINS = {
+    "boommod.py": "raise RuntimeError('plugin failed to initialise')\n",
+    "okmod.py": "VALUE = 3\ndef raising(app):\n    raise ValueError('cannot register')\n",
+    "fakeplug-0.dist-info/METADATA": "Metadata-Version: 2.1\nName: fakeplug\nVersion: 0\n",
+    "fakeplug-0.dist-info/entry_points.txt": "[edge_ser.commands]\nboom = boommod:register\n"
+                                             "notcallable = okmod:VALUE\nraising = okmod:raising\n",
+}
+
+
+def test_broken_plugins_are_skipped_with_a_line_each(tmp_path):
+    """N19: a plugin that raises on import, is not a function or raises when called crashed `edge-ser --help`."""
+    for name, text in BROKEN_PLUGINS.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    r = cli("--help", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "Commands" in r.stdout, r.stderr
+    for name in ("boom", "notcallable", "raising"):
+        assert f"plugin {name} (" in r.stderr, r.stderr
+
+
+def test_sigterm_leaves_no_temporary_files(tiny_bundle, wav, tmp_path):
+    """N20: SIGTERM's os._exit skipped the cleanup of the stdin spool and of OpenVINO's private ONNX copy."""
+    flac = tmp_path / "clip.flac"
+    sf.write(flac, sf.read(wav)[0], SR)
+    code = f"""
+import io, os, pathlib, signal, sys
+from edge_ser import audio
+from edge_ser.interrupt import terminate
+signal.signal(signal.SIGTERM, terminate)
+if sys.argv[1] == "stdin":
+    class Piped(io.BytesIO):
+        def read(self, n=-1):
+            if self.tell() >= 4:   # the container is being spooled to a temporary file
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().read(n)
+    list(audio.stream_stdin(Piped(open({str(flac)!r}, "rb").read())))
+else:
+    write_bytes = pathlib.Path.write_bytes
+    def write_then_terminate(self, data):
+        write_bytes(self, data)
+        os.kill(os.getpid(), signal.SIGTERM)
+    pathlib.Path.write_bytes = write_then_terminate
+    from edge_ser.engine import open_engine
+    open_engine({str(tiny_bundle)!r}, "fp32", backend="openvino")
+"""
+    cases = ["stdin"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for case in cases:
+        tmp = tmp_path / f"tmp-{case}"
+        tmp.mkdir()
+        r = subprocess.run([sys.executable, "-c", code, case], env={**os.environ, "TMPDIR": str(tmp)},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 143, (case, r.stderr)
+        assert list(tmp.iterdir()) == [], case
+
+
+def test_onnxruntime_logs_nothing_of_its_own(tiny_bundle, capfd):
+    """N22: ORT printed its own ANSI-coloured error line before ours."""
+    engine = open_engine(tiny_bundle, "fp32")
+    with pytest.raises(BundleError, match="cannot run"):
+        engine.run(np.zeros((1, 10), np.float32))   # the tiny graph needs 400 samples
+    err = capfd.readouterr().err
+    assert "onnxruntime" not in err and "\x1b[" not in err, err
+
+
+def test_openvino_recognizers_share_one_compiled_model(tiny_bundle):
+    """N18: every OpenVINO engine kept its own compiled model for the life of the process (+22 MB each)."""
+    pytest.importorskip("openvino")
+    from edge_ser import engine
+    Recognizer(tiny_bundle, variant="ov-fp32", threads=1)
+    kept = len(engine._OPENVINO_KEEP)
+    for _ in range(3):
+        Recognizer(tiny_bundle, variant="ov-fp32", threads=1)
+    assert len(engine._OPENVINO_KEEP) == kept

@@ -58,7 +58,7 @@ SCENE = [("silence", 1.0, 0), ("tone", 3.0, 0.8), ("silence", 1.2, 0), ("noise",
 
 @pytest.fixture(scope="module")
 def recognizer(tiny_bundle):
-    return Recognizer(tiny_bundle)
+    return Recognizer(tiny_bundle, vad="energy")   # the synthetic sounds here are speech to the energy VAD
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def scene():
 
 
 def feed_in_chunks(rec, x, sizes, **stream_args):
-    stream, events, i = rec.stream(**stream_args), [], 0
+    stream, events, i = rec.stream(SR, **stream_args), [], 0
     for size in itertools.cycle(sizes):
         if i >= len(x):
             break
@@ -104,7 +104,7 @@ assert 'torch' not in sys.modules
 from edge_ser.cli import main
 try:
     main(["run", {str(tiny_bundle)!r}, "--input", {str(wav)!r}, "--output", {str(tmp_path / 'out.jsonl')!r},
-          "--variant", {"fp32" if backend == "onnxruntime" else "ov-fp32"!r}])
+          "--variant", {"fp32" if backend == "onnxruntime" else "ov-fp32"!r}, "--vad", "energy"])
 except SystemExit as e:
     assert e.code == 0, e.code
 heavy = [m for m in sys.modules if m.split(".")[0] in ('torch', 'transformers', 'onnx', 'edge_ser_export')]
@@ -134,8 +134,8 @@ def test_openvino_matches_onnxruntime(tiny_bundle, scene):
     for variant in ("fp32", "ov-fp32"):
         np.testing.assert_allclose(open_engine(tiny_bundle, variant, backend="openvino").run(x), reference,
                                    atol=1e-5)
-    a = Recognizer(tiny_bundle).process(scene[0])
-    b = Recognizer(tiny_bundle, variant="ov-fp32", backend="openvino").process(scene[0])
+    a = Recognizer(tiny_bundle, vad="energy").process(scene[0], SR)
+    b = Recognizer(tiny_bundle, variant="ov-fp32", backend="openvino", vad="energy").process(scene[0], SR)
     assert [(e.start, e.end, e.label) for e in a] == [(e.start, e.end, e.label) for e in b]
     for ea, eb in zip(a, b):
         np.testing.assert_allclose(list(ea.probs.values()), list(eb.probs.values()), atol=1e-5)
@@ -191,27 +191,27 @@ def test_window_spans():
 
 
 def test_predict_labels_short_and_long_clips(recognizer):
-    assert recognizer.predict(tone(1.0, 0.8)).label == "anger"
-    assert recognizer.predict(tone(1.0, 0.05)).label == "neutral"
-    assert recognizer.predict(tone(1.0, 0.005)).label == "sadness"
-    short = recognizer.predict(tone(0.1, 0.8))          # below min_input_s: tiled, same level
+    assert recognizer.predict(tone(1.0, 0.8), SR).label == "anger"
+    assert recognizer.predict(tone(1.0, 0.05), SR).label == "neutral"
+    assert recognizer.predict(tone(1.0, 0.005), SR).label == "sadness"
+    short = recognizer.predict(tone(0.1, 0.8), SR)          # below min_input_s: tiled, same level
     assert short.label == "anger"
     # a long clip: windows averaged, so a loud half and a quiet half land in between
-    mixed = recognizer.predict(np.concatenate([tone(5.0, 0.8), tone(5.0, 0.005)]))
-    loud = recognizer.predict(tone(10.0, 0.8))
+    mixed = recognizer.predict(np.concatenate([tone(5.0, 0.8), tone(5.0, 0.005)]), SR)
+    loud = recognizer.predict(tone(10.0, 0.8), SR)
     assert mixed.probs["anger"] < loud.probs["anger"]
     assert abs(sum(mixed.probs.values()) - 1.0) < 1e-5
     # other sample rates and integer PCM are converted
-    assert recognizer.predict((tone(1.0, 0.8)[::2] * 32767).astype(np.int16), sample_rate=8000).label == "anger"
+    assert recognizer.predict((tone(1.0, 0.8)[::2] * 32767).astype(np.int16), 8000).label == "anger"
 
 
 def test_predict_rejects_nan_and_empty(recognizer):
     x = tone(1.0, 0.5)
     x[100] = np.nan
     with pytest.raises(AudioError, match="NaN"):
-        recognizer.predict(x)
+        recognizer.predict(x, SR)
     with pytest.raises(AudioError):
-        recognizer.predict(np.zeros(0, np.float32))
+        recognizer.predict(np.zeros(0, np.float32), SR)
 
 
 def test_window_and_hop_checked(tiny_bundle):
@@ -224,34 +224,34 @@ def test_window_and_hop_checked(tiny_bundle):
 # --- streaming ---------------------------------------------------------------------------------
 
 def test_streaming_equals_whole_file(recognizer, scene):
-    whole = strip(recognizer.process(scene[0]))
+    whole = strip(recognizer.process(scene[0], SR))
     assert len(whole) == 3
     for sizes in ([333], [777], [16001], [32000], [5, 4097, 12345, 1]):
         assert strip(feed_in_chunks(recognizer, scene[0], sizes)) == whole, sizes
 
 
 def test_streaming_with_other_window_and_live_view(tiny_bundle, scene):
-    rec = Recognizer(tiny_bundle, window_s=0.75, hop_s=0.3)  # neither divides the chunk nor the frame
-    whole = strip(rec.process(scene[0]))
+    rec = Recognizer(tiny_bundle, window_s=0.75, hop_s=0.3, vad="energy")  # neither divides the chunk nor the frame
+    whole = strip(rec.process(scene[0], SR))
     assert strip(feed_in_chunks(rec, scene[0], [1111], partial=True, smooth=0.5)) == whole
-    stream = rec.stream(partial=True, smooth=0.5)
+    stream = rec.stream(SR, partial=True, smooth=0.5)
     stream.feed(scene[0][:int(2.5 * SR)])          # inside the loud tone: a partial result exists
     assert stream.in_speech and max(stream.current, key=stream.current.get) == "anger"
 
 
 def test_segment_labels_follow_loudness(recognizer, scene):
-    events = recognizer.process(scene[0])
+    events = recognizer.process(scene[0], SR)
     assert [e.label for e in events] == ["anger", "sadness", "neutral"]
 
 
 def test_silence_gives_no_events(recognizer):
     for x in (np.zeros(5 * SR, np.float32), hiss(5.0, 1e-4), hiss(5.0, 1e-3)):
-        assert recognizer.process(x) == []
+        assert recognizer.process(x, SR) == []
         assert feed_in_chunks(recognizer, x, [1234]) == []
 
 
 def test_nan_inf_chunk_rejected_and_stream_goes_on(recognizer, scene):
-    stream = recognizer.stream()
+    stream = recognizer.stream(SR)
     events = stream.feed(scene[0][:SR])
     for bad in (np.nan, np.inf, -np.inf):
         chunk = tone(0.1, 0.5)
@@ -259,13 +259,13 @@ def test_nan_inf_chunk_rejected_and_stream_goes_on(recognizer, scene):
         with pytest.raises(AudioError, match="NaN/Inf"):
             stream.feed(chunk)
     events += stream.feed(scene[0][SR:]) + stream.flush()
-    assert strip(events) == strip(recognizer.process(scene[0]))
+    assert strip(events) == strip(recognizer.process(scene[0], SR))
 
 
 def test_long_speech_split_at_max(tiny_bundle):
-    rec = Recognizer(tiny_bundle, vad_options=VadOptions(max_speech_s=3.0))
+    rec = Recognizer(tiny_bundle, vad="energy", vad_options=VadOptions(max_speech_s=3.0))
     x = np.concatenate([hiss(0.5, 1e-4), tone(7.0, 0.8), hiss(1.0, 1e-4)])
-    events = rec.process(x)
+    events = rec.process(x, SR)
     assert len(events) == 3
     assert all(e.end - e.start <= 3.0 + 0.2 + 1e-6 for e in events)
     assert [e.end for e in events[:-1]] == [e.start for e in events[1:]]  # contiguous, no overlap
@@ -299,8 +299,8 @@ def test_webrtc_vad_streams_like_whole(tiny_bundle, scene):
     pytest.importorskip("webrtcvad")
     rec = Recognizer(tiny_bundle, vad="webrtc")
     x = np.concatenate([hiss(1.0, 1e-4), hiss(2.0, 0.3, seed=5), hiss(1.0, 1e-4)])
-    assert strip(feed_in_chunks(rec, x, [1001])) == strip(rec.process(x))
-    assert rec.process(np.zeros(3 * SR, np.float32)) == []
+    assert strip(feed_in_chunks(rec, x, [1001])) == strip(rec.process(x, SR))
+    assert rec.process(np.zeros(3 * SR, np.float32), SR) == []
 
 
 def test_unknown_vad(tiny_bundle):
@@ -354,8 +354,8 @@ def test_silero_vad_finds_emodb_clips_and_streams_like_whole(tiny_bundle):
     for seg, (start, end) in zip(segments, regions):
         assert start - 0.5 <= seg.start / SR < seg.end / SR <= end + 0.5
     rec = Recognizer(tiny_bundle, vad="silero")
-    assert strip(feed_in_chunks(rec, x, [1001, 333])) == strip(rec.process(x))   # its state carries across chunks
-    assert rec.process(np.zeros(3 * SR, np.float32)) == []
+    assert strip(feed_in_chunks(rec, x, [1001, 333])) == strip(rec.process(x, SR))   # its state carries across chunks
+    assert rec.process(np.zeros(3 * SR, np.float32), SR) == []
 
 
 def test_a_damaged_silero_model_is_a_clear_error(monkeypatch):
@@ -384,14 +384,14 @@ def fake_mic(x, block=1600, bad_at=None):
 def test_json_lines_from_file(tiny_bundle, scene, tmp_path, capsys):
     wav = tmp_path / "scene.wav"
     sf.write(wav, scene[0], SR, subtype="FLOAT")
-    assert run_main("run", tiny_bundle, "--input", wav) == 0
+    assert run_main("run", tiny_bundle, "--input", wav, "--vad", "energy") == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 3
     for line in lines:
         assert set(line) >= {"start", "end", "label", "probs", "latency_ms"}
         assert set(line["probs"]) == {"anger", "neutral", "sadness"} and line["label"] in line["probs"]
-    expected = Recognizer(tiny_bundle).process(scene[0])
+    expected = Recognizer(tiny_bundle, vad="energy").process(scene[0], SR)
     assert [(d["start"], d["end"], d["label"]) for d in lines] == [
         (round(e.start, 3), round(e.end, 3), e.label) for e in expected]
     assert "3 segments" in err and "real-time factor" in err
@@ -399,8 +399,8 @@ def test_json_lines_from_file(tiny_bundle, scene, tmp_path, capsys):
 
 def test_fake_microphone_drives_feed(recognizer, scene):
     events = []
-    summary = run_chunks(recognizer.stream(partial=True), fake_mic(scene[0]), events.append)
-    assert strip(events) == strip(recognizer.process(scene[0]))
+    summary = run_chunks(recognizer.stream(SR, partial=True), fake_mic(scene[0]), events.append)
+    assert strip(events) == strip(recognizer.process(scene[0], SR))
     assert summary.segments == 3 and summary.audio_s == pytest.approx(len(scene[0]) / SR)
 
 
@@ -408,7 +408,7 @@ def test_run_mic_path_with_injected_source(tiny_bundle, scene, tmp_path, capsys,
     import edge_ser.mic
     monkeypatch.setattr(edge_ser.mic, "mic_chunks", lambda device, sr, counters: fake_mic(scene[0], bad_at=20))
     out = tmp_path / "events.jsonl"
-    assert run_main("run", tiny_bundle, "--mic", "--output", out, "--smooth", "0.3") == 0
+    assert run_main("run", tiny_bundle, "--mic", "--output", out, "--smooth", "0.3", "--vad", "energy") == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [d["label"] for d in lines] == ["anger", "sadness", "neutral"]
     assert "1 chunks skipped" in capsys.readouterr().err
@@ -470,7 +470,7 @@ def test_mic_without_sounddevice(tiny_bundle, monkeypatch, capsys):
 def test_run_stdin_pcm16(tiny_bundle, scene, monkeypatch, capsys):
     pcm = (np.clip(scene[0], -1, 1) * 32767).astype("<i2").tobytes()
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(pcm), closed=False))
-    assert run_main("run", tiny_bundle, "--input", "-") == 0
+    assert run_main("run", tiny_bundle, "--input", "-", "--vad", "energy") == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["label"] for line in lines] == ["anger", "sadness", "neutral"]
 
@@ -482,7 +482,7 @@ def test_run_stdin_detects_a_file_header(tiny_bundle, scene, monkeypatch, capsys
     x22 = __import__("soxr").resample(scene[0], SR, 22050)
     sf.write(buf, np.stack([x22, x22], axis=1), 22050, format=fmt, subtype=subtype)
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(buf.getvalue()), closed=False))
-    assert run_main("run", tiny_bundle, "--input", "-") == 0
+    assert run_main("run", tiny_bundle, "--input", "-", "--vad", "energy") == 0
     labels = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
     assert labels == ["anger", "sadness", "neutral"]
 

@@ -89,7 +89,9 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
     assert manifest.student.macs_per_s < manifest.teacher.macs_per_s
     assert len(manifest.data.test_speakers) == 1 and len(manifest.student.validation_speakers) == 1
     assert not set(manifest.data.test_speakers) & set(manifest.student.validation_speakers)
-    assert manifest.head.kind in ("linear", "mlp") and manifest.head.inputs
+    assert set(manifest.heads) == {"teacher", "student"}
+    assert all(h.kind == "linear" and h.inputs and "UA" in h.fit and h.temperature > 0 for h in manifest.heads.values())
+    assert {v.head for v in manifest.variants.values()} == {"teacher", "student"}
     assert "refit on all 3 speakers" in manifest.evaluation.shipped
     card = (out / "MODEL_CARD.md").read_text()
     assert card.count("student-int8-u8s8") == 1 and "refit on all 3 speakers" in card
@@ -100,7 +102,7 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
     from edge_ser.recognizer import Recognizer
     for variant in ("auto", "student-int8-u8u8", "student-ov-int8"):
         for length in (4000, 37000):
-            p = Recognizer(out, variant=variant).predict(np.zeros(length, np.float32) + 0.1).probs
+            p = Recognizer(out, variant=variant).predict(np.zeros(length, np.float32) + 0.1, 16000).probs
             assert set(p) == set(LABELS) and abs(sum(p.values()) - 1) < 1e-4
 
 

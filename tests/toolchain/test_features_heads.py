@@ -9,9 +9,10 @@ import torch
 
 from edge_ser.data import Item, loso_folds, speaker_folds
 from edge_ser.errors import DatasetError
+from edge_ser.head import inner_folds
 from edge_ser_export import features
 from edge_ser_export.features import baseline_features, corpus_key, embed, pool_layers, teacher_features
-from edge_ser_export.heads import fit_head, inner_folds, predict
+from edge_ser_export.heads import fit_head, predict
 from edge_ser_export.study import check_folds, subsample
 
 from conftest import SHARED_DATA as DATA  # noqa: E402
@@ -105,12 +106,19 @@ def _toy_problem(n_per_class=24, n_classes=3, layers=3, dim=10, seed=0, informat
 def test_heads_learn_a_separable_problem(kind, informative):
     x, y, groups = _toy_problem(informative=informative)
     xt, yt, _ = _toy_problem(seed=1, informative=informative)
-    head = fit_head(kind, x, y, 3, seed=0, groups=groups)
+    head = fit_head(kind, x, y, 3, seed=0, groups=groups, **({"layers": "best"} if kind == "linear" else {}))
     logits = head(torch.from_numpy(xt))
     assert logits.shape == (len(yt), 3)
     assert (predict(head, xt).argmax(1) == yt).mean() > 0.9
     if kind == "linear":
-        assert head.selected["layers"] == [1]        # the informative layer, chosen by inner CV
+        assert head.selected["layers"] == [1]        # the informative layer, chosen by speaker folds
+
+
+def test_layers_are_not_chosen_on_fewer_than_four_speakers():
+    x, y, groups = _toy_problem()
+    three = np.array([f"s{int(g[1:]) % 3}" for g in groups])
+    assert fit_head("linear", x, y, 3, groups=groups, layers="best").selected["layers"] == [1]
+    assert fit_head("linear", x, y, 3, groups=three, layers="best").selected["layers"] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
@@ -128,8 +136,8 @@ def test_fit_head_is_deterministic_and_leaves_global_state(kind):
 def test_standardisation_comes_from_training_data_only():
     x, y, groups = _toy_problem()
     head = fit_head("linear", x, y, 3, layers="all", l2=0.1)
-    np.testing.assert_allclose(head.norm.mean.numpy(), x.mean(0), atol=1e-5)
-    np.testing.assert_allclose(head.norm.scale.numpy(), x.std(0), rtol=1e-4)
+    np.testing.assert_allclose(head.mean.numpy(), x.reshape(len(x), -1).mean(0), atol=1e-5)
+    np.testing.assert_allclose(head.scale.numpy(), x.reshape(len(x), -1).std(0), rtol=1e-4)
     before = {k: v.clone() for k, v in head.state_dict().items()}
     predict(head, 100 + 10 * x)                   # test data shifts nothing
     assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())

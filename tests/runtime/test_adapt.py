@@ -1,0 +1,154 @@
+"""`edge-ser adapt` and Recognizer.adapt: a new head on a bundle's encoder from a few labelled clips, no torch."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import speechlike
+
+from edge_ser import EdgeSerError, Recognizer
+from edge_ser.bundle import load_bundle
+from edge_ser.errors import BundleError
+from edge_ser.head import MIN_SPEAKERS, LinearHead, fit_linear
+
+SR = 16000
+
+
+def clips(amp: float, n: int, seed: int = 0) -> list[np.ndarray]:
+    return [speechlike(1.0 + 0.1 * i, amp * (1 + 0.1 * i), seed=seed + i) for i in range(n)]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "edge_ser", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_api_adapt_learns_new_labels_and_saves_a_bundle(tiny_bundle, tmp_path):
+    base = Recognizer(tiny_bundle)
+    new = base.adapt(clips(0.5, 6) + clips(0.003, 6), ["shout"] * 6 + ["murmur"] * 6, sample_rate=SR)
+    assert new.labels == ["murmur", "shout"] and base.labels == ["anger", "neutral", "sadness"]
+    assert new.predict(speechlike(1.5, 0.6, seed=9), SR).label == "shout"
+    assert new.predict(speechlike(1.5, 0.002, seed=9), SR).label == "murmur"
+    m = new.save(tmp_path / "mine")
+    saved = load_bundle(tmp_path / "mine")   # every checksum verified
+    assert (tmp_path / "mine" / "model.onnx").read_bytes() == (tiny_bundle / "model.onnx").read_bytes()
+    assert m.adapted.base == load_bundle(tiny_bundle).id and m.adapted.base_labels == ["anger", "neutral", "sadness"]
+    assert m.data.label_counts == {"murmur": 6, "shout": 6} and not m.adapted.speaker_independent
+    assert "NOT speaker-independent" in m.adapted.protocol
+    assert str(tmp_path) not in (tmp_path / "mine" / "edge-ser.json").read_text()
+    again = Recognizer(saved)
+    assert again.predict(speechlike(1.5, 0.6, seed=9), SR).label == "shout"
+    assert "Adapted" in (tmp_path / "mine" / "MODEL_CARD.md").read_text()
+
+
+def test_clip_paths_are_accepted(tiny_bundle, tmp_path):
+    paths = []
+    for i, x in enumerate(clips(0.5, 3) + clips(0.003, 3)):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], x, SR)
+    new = Recognizer(tiny_bundle).adapt(paths, ["loud"] * 3 + ["soft"] * 3, sample_rate=SR)
+    assert new.predict(speechlike(1.0, 0.5, seed=5), SR).label == "loud"
+
+
+def test_a_label_with_too_few_clips_is_refused(tiny_bundle):
+    with pytest.raises(EdgeSerError, match="at least 2 clips"):
+        Recognizer(tiny_bundle).adapt(clips(0.5, 4) + clips(0.003, 1), ["a"] * 4 + ["b"], sample_rate=SR)
+    with pytest.raises(EdgeSerError, match="one label"):
+        Recognizer(tiny_bundle).adapt(clips(0.5, 4), ["a", "b"], sample_rate=SR)
+
+
+def test_penalty_is_chosen_by_speaker_folds_only_with_enough_speakers():
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 20)
+    x = rng.normal(size=(40, 5)) + y[:, None]
+    few = np.repeat(np.arange(MIN_SPEAKERS - 1), 40 // (MIN_SPEAKERS - 1) + 1)[:40]
+    many = np.repeat(np.arange(8), 5)
+    _, r_few = fit_linear(x, y, 2, groups=few)
+    _, r_many = fit_linear(x, y, 2, groups=many)
+    assert not r_few.chosen and r_many.chosen
+    assert "leave-one-speaker-out over 8 speakers" in r_many.protocol and r_many.speaker_independent
+    assert r_many.ua > 0.8 and len(r_many.fold_ua) == 8
+
+
+def test_temperature_scaling_calibrates_an_overconfident_head():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 150)
+    x = rng.normal(size=(150, 100)) + 0.3 * np.eye(3)[y] @ rng.normal(size=(3, 100))   # noisy, many features
+    _, report = fit_linear(x, y, 3, groups=np.arange(150) % 10, l2=0.001)
+    assert report.temperature > 1.0 and report.ece < report.ece_before
+
+
+def test_cli_adapt_on_label_folders_runtime_only(tiny_bundle, tmp_path):
+    data = tmp_path / "data"
+    for label, amp in (("shout", 0.5), ("murmur", 0.003)):
+        (data / label).mkdir(parents=True)
+        for i, x in enumerate(clips(amp, 4)):
+            sf.write(data / label / f"{i}.wav", x, SR)
+    code = ("import sys, edge_ser.cli as c; sys.argv = ['edge-ser', 'adapt', sys.argv[1], '--data', sys.argv[2], "
+            "'--out', sys.argv[3]]\ntry:\n    c.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'adapt imported torch'")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_bundle), str(data), str(tmp_path / "new")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "labels murmur, shout" in r.stderr
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.concatenate([np.zeros(SR), speechlike(2.0, 0.5, seed=3), np.zeros(SR)]), SR)
+    r = cli("run", tmp_path / "new", "--input", loud)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["label"] == "shout"
+    info = cli("info", tmp_path / "new")
+    assert info.returncode == 0 and "adapted" in info.stdout
+
+
+def test_cli_adapt_never_replaces_a_folder_that_is_not_a_bundle(tiny_bundle, tmp_path):
+    data = tmp_path / "data"
+    for label, amp in (("a", 0.5), ("b", 0.003)):
+        (data / label).mkdir(parents=True)
+        for i, x in enumerate(clips(amp, 2)):
+            sf.write(data / label / f"{i}.wav", x, SR)
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    r = cli("adapt", tiny_bundle, "--data", data, "--out", precious, "--overwrite")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+    assert (precious / "keep.txt").read_text() == "mine"
+    r = cli("adapt", tiny_bundle, "--data", data / "a", "--out", tmp_path / "x")   # one label
+    assert r.returncode == 2 and r.stderr.startswith("error:") and not (tmp_path / "x").exists()
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+GOOD = {"mean": np.zeros(2, np.float32), "scale": np.ones(2, np.float32), "weight": np.zeros((3, 2), np.float32),
+        "bias": np.zeros(3, np.float32)}
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (_npz(**GOOD, extra=np.zeros(1)), "arrays"),
+    (_npz(**{**GOOD, "scale": np.zeros(2, np.float32)}), "not positive"),
+    (_npz(**{**GOOD, "bias": np.array([0, np.nan, 0], np.float32)}), "NaN"),
+    (_npz(**{**GOOD, "weight": np.zeros((3, 2), np.float64)}), "float64"),
+    (_npz(**{**GOOD, "mean": np.array([{"pickled": 1}, 2], dtype=object)}), "edge-ser head"),
+    (b"PK\x03\x04 not a zip", "edge-ser head"),
+])
+def test_hostile_head_files_are_refused(data, fragment):
+    with pytest.raises(BundleError, match=fragment):
+        LinearHead.from_bytes(data, 2, 3, "h.npz")
+
+
+def test_compressed_head_files_are_refused():
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **GOOD)
+    with pytest.raises(BundleError, match="compressed"):
+        LinearHead.from_bytes(buf.getvalue(), 2, 3, "h.npz")
+    with zipfile.ZipFile(io.BytesIO(_npz(**GOOD))) as z:   # what we write is stored, not compressed
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
