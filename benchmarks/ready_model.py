@@ -2,21 +2,25 @@
 
 Label set: anger, happiness, neutral, sadness: the categories EmoDB (German), BanglaSER (Bengali) and TurEV-DB
 (Turkish) share. TurEV's "calm" (its calm, non-emotional reading) is mapped to neutral; EmoDB's boredom, disgust
-and fear and BanglaSER's surprise are left out; BAVED is left out (its labels are arousal levels, not categories).
+and fear and BanglaSER's surprise are left out; BAVED's labels are left out (arousal levels, not categories).
 Speakers are prefixed by their corpus.
 
-1. ``build/general/corpus.csv``: the combined manifest.
-2. The shipped model: an export holding out 2 speakers of each corpus for its metrics, refit on every speaker.
-3. Leave-one-corpus-out: one export per corpus with every speaker of that corpus held out; its held-out UA is the
-   cross-corpus UA (trained on the two other corpora).
-   All of them use one recipe (``RECIPE``): no gradient distillation epochs (the student's closed-form start) and
-   no augmented copies, to fit a 2-core CPU budget (about half an hour per export); a finished export is reused.
-4. Its U8U8 int8 variant (correct on every CPU; no saturation on x86 without VNNI) is packed into
-   ``edge_ser/models/general`` (package data, 13 MB), with the corpora's licences, the label mapping and the
+1. ``build/general/EmoDB+BanglaSER+TurEV-DB.csv``: the combined manifest.
+2. Leave-one-corpus-out (LOCO): one export per corpus with every speaker of that corpus held out; its held-out
+   scores are the cross-corpus scores (trained on the two other corpora). Every variant is in the table: the
+   frozen teacher with its calibrated linear head on every pooled layer (teacher-fp32: the frozen-teacher +
+   standardised logistic regression baseline), the teacher in int8 and every student.
+3. The shipped model: an export holding out 2 speakers of each corpus for its metrics, refit on every speaker.
+   All of them use one recipe (``RECIPE``): the student's closed-form start fit on the labelled audio of the
+   training corpora and on BAVED (Arabic, unlabeled here: its labels are arousal levels; never a test corpus),
+   no gradient distillation epochs and no augmented copies, to fit a 2-core CPU budget (about half an hour per
+   export); a finished export is reused.
+4. Its U8U8 int8 variants (correct on every CPU; no saturation on x86 without VNNI) are packed into
+   ``edge_ser/models/general`` (package data), with the corpora's licences, the label mapping and the
    cross-corpus numbers in its manifest and model card.
 
-Usage: python benchmarks/ready_model.py [--data ../shared/data] [--teacher whisper-base] [--skip-loco]
-Writes benchmarks/results/ready_model.{md,json}.
+Usage: python benchmarks/ready_model.py [--data ../shared/data] [--teacher whisper-base] [--stage loco|ship|all]
+Writes benchmarks/results/ready_model.{md,json} (the LOCO table, per variant: UA, ECE, and per-class recall).
 """
 from __future__ import annotations
 
@@ -25,9 +29,12 @@ import csv
 import json
 import logging
 import time
+
+import numpy as np
 from dataclasses import replace
 from pathlib import Path
 
+from edge_ser.bench.report import machine
 from edge_ser.bundle import load_bundle, pack, write_bundle
 from edge_ser.data import load_corpus
 from edge_ser.progress import set_enabled
@@ -41,6 +48,7 @@ CORPORA = {  # folder, licence as its README states it
 }
 SHIPPED_VARIANTS = ("student-int8-u8u8",)
 RECIPE = {"distill_epochs": 0, "augment": 0}   # the student's closed-form start: fits a 2-core CPU budget
+UNLABELED = "baved"                            # speech of another language, never a test corpus here
 OUT = Path(__file__).resolve().parents[1] / "edge_ser" / "models" / "general"
 
 
@@ -66,7 +74,8 @@ def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], **
     (each run takes half an hour or more on 2 cores, so the script resumes where it stopped)."""
     cfg = ExportConfig(data=manifest, out=out, teacher=teacher, test_speakers=test_speakers, overwrite=True, **options)
     done = load_bundle(out).manifest if (out / "edge-ser.json").is_file() else None
-    same = {"test_speakers": ", ".join(test_speakers), "teacher": teacher, **{k: str(v) for k, v in options.items()}}
+    same = {"test_speakers": ", ".join(test_speakers), "teacher": teacher,
+            **{k: ", ".join(Path(p).name for p in v) if isinstance(v, list) else str(v) for k, v in options.items()}}
     if done and done.export and all(done.export.config.get(k) == v for k, v in same.items()):
         m, seconds = done, done.export.seconds
         logging.info("%s: reusing the finished export", out)
@@ -75,8 +84,27 @@ def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], **
         m = run_export(cfg)
         seconds = time.time() - start
     best = max(m.variants, key=lambda n: m.variants[n].metrics.ua)
-    return {"seconds": round(seconds), "test_speakers": len(test_speakers),
-            "clips": m.variants[best].metrics.n, **{n: vars(v.metrics) for n, v in m.variants.items()}}
+    return {"seconds": round(seconds), "test_speakers": len(test_speakers), "clips": m.variants[best].metrics.n,
+            "target": m.variants[best].metrics.target, **{n: vars(v.metrics) for n, v in m.variants.items()}}
+
+
+def loco_table(loco: dict[str, dict]) -> list[str]:
+    """Markdown: UA (ECE) of every variant on each held-out corpus, and the mean over corpora."""
+    names = [n for n in next(iter(loco.values())) if isinstance(loco[next(iter(loco))][n], dict)]
+    lines = ["| variant | " + " | ".join(loco) + " | mean UA | mean ECE |", "|---|" + "---|" * (len(loco) + 2)]
+    for n in names:
+        cells = [f"{r[n]['ua']:.3f} ({r[n]['ece']:.3f})" for r in loco.values()]
+        lines.append(f"| {n}{' (frozen-teacher baseline)' if n == 'teacher-fp32' else ''} | " + " | ".join(cells)
+                     + f" | {np.mean([r[n]['ua'] for r in loco.values()]):.3f}"
+                     + f" | {np.mean([r[n]['ece'] for r in loco.values()]):.3f} |")
+    return lines
+
+
+def recall_table(loco: dict[str, dict], variant: str) -> list[str]:
+    labels = sorted({lab for r in loco.values() for lab in r[variant]["recall"]})
+    return ["| held out | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)] + \
+        [f"| {name} | " + " | ".join(f"{r[variant]['recall'].get(lab, float('nan')):.3f}" for lab in labels) + " |"
+         for name, r in loco.items()]
 
 
 def main() -> None:
@@ -85,23 +113,36 @@ def main() -> None:
     ap.add_argument("--teacher", default="whisper-base")
     ap.add_argument("--build", type=Path, default=Path("build/general"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
-    ap.add_argument("--skip-loco", action="store_true", help="only the shipped model")
+    ap.add_argument("--stage", choices=("loco", "ship", "all"), default="all")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     set_enabled(True)
-    manifest, speakers = combined_manifest(args.data, args.build / "corpus.csv")
-    report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "loco": {}}
-    held = [s for name in CORPORA for s in speakers[name][:2]]
-    report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, **RECIPE)
-    if not args.skip_loco:
+    manifest, speakers = combined_manifest(args.data, args.build / "EmoDB+BanglaSER+TurEV-DB.csv")
+    recipe = {**RECIPE, "unlabeled": [args.data / UNLABELED]}
+    report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "machine": machine(),
+              "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
+    args.results.mkdir(parents=True, exist_ok=True)
+    if args.stage in ("loco", "all"):
         for name in CORPORA:
             report["loco"][name] = export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
-                                          **RECIPE)
+                                          **recipe)
+        lines = loco_table(report["loco"])
+        cpu = f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})"
+        text = (f"Leave-one-corpus-out, 4 classes; UA (ECE) per held-out corpus; {cpu}; recipe {report['recipe']}"
+                "\n\n" + "\n".join(lines) + f"\n\nPer-class recall of {SHIPPED_VARIANTS[0]}:\n\n"
+                + "\n".join(recall_table(report["loco"], SHIPPED_VARIANTS[0])) + "\n")
+        (args.results / "ready_model.md").write_text(text)
+        (args.results / "ready_model.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(text)
+    if args.stage == "loco":
+        return
+    held = [s for name in CORPORA for s in speakers[name][:2]]
+    report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, **recipe)
     bundle = load_bundle(args.build / "bundle")
     m = bundle.manifest
     loco = ", ".join(f"{n} {r[SHIPPED_VARIANTS[0]]['ua']:.3f}" for n, r in report["loco"].items())
     notes = ["labels: TurEV's calm is mapped to neutral; EmoDB's boredom, disgust and fear and BanglaSER's surprise "
-             "are left out; BAVED is not used (arousal levels, not categories)"]
+             "are left out; BAVED's audio (no labels) is used only for the student's least-squares start"]
     if loco:
         notes.append(f"leave-one-corpus-out UA of the int8 student (trained on the other two corpora, same recipe)"
                      f": {loco}")
@@ -109,15 +150,7 @@ def main() -> None:
                    licences={name: lic for name, (_, lic) in CORPORA.items()})
     write_bundle(bundle.path, replace(m, data=data))
     pack(bundle.path, ",".join(SHIPPED_VARIANTS), OUT, overwrite=True)
-    args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "ready_model.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["| held out | clips | " + " | ".join(SHIPPED_VARIANTS) + " | teacher-fp32 |",
-             "|---|---|" + "---|" * (len(SHIPPED_VARIANTS) + 1)]
-    for name, r in [*report["loco"].items(), ("2 speakers per corpus (shipped)", report["shipped"])]:
-        lines.append(f"| {name} | {r['clips']} | " + " | ".join(f"{r[v]['ua']:.3f}" for v in SHIPPED_VARIANTS)
-                     + f" | {r['teacher-fp32']['ua']:.3f} |")
-    (args.results / "ready_model.md").write_text("UA on held-out speakers\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list
     new = copy.copy(recognizer)
     new.bundle = Bundle(base.path, manifest)
     new.labels = names
-    new.engine = replace(recognizer.engine, bundle=new.bundle, head=head)
+    new.engine = replace(recognizer.engine, bundle=new.bundle, variant=variants[recognizer.variant], head=head)
     return new, report
 
 

@@ -14,8 +14,8 @@ def _metrics(m: Metrics | None) -> list[str]:
 
 def usage_terms(m: Manifest) -> str | None:
     """"non-commercial use only (...)" when a corpus the model learned from allows no commercial use."""
-    nc = [k for k, v in (m.data.licences if m.data else {}).items() if "NC" in v or "non-commercial" in v.lower()]
-    return f"non-commercial use only: it learned from {', '.join(nc)} (licence: see Data licences)" if nc else None
+    nc = [v for v in (m.data.licences if m.data else {}).values() if "NC" in v or "non-commercial" in v.lower()]
+    return f"non-commercial use only (it learned from {'; '.join(nc)})" if nc else None
 
 
 def head_lines(m: Manifest) -> list[tuple[str, str]]:

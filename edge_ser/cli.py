@@ -20,7 +20,7 @@ import typer
 
 from .engine import BACKENDS
 from .errors import EdgeSerError
-from .targets import TARGETS
+from .targets import PREFERENCES, TARGETS
 from .text import clean
 from .vad import DEFAULT_VAD, VADS
 
@@ -39,6 +39,7 @@ def _choices(name: str, values) -> type[enum.Enum]:
 Backend = _choices("Backend", BACKENDS)
 VadName = _choices("VadName", VADS)
 Target = _choices("Target", TARGETS)
+Prefer = _choices("Prefer", PREFERENCES)
 
 
 def _version(value: bool) -> None:
@@ -128,6 +129,8 @@ VARIANT = typer.Option("auto", "--variant", "--model", callback=_name,
                        help="Variant of the bundle (see `edge-ser info`); 'auto' picks the best for this CPU "
                        "(--model is a deprecated alias).")
 BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variants, openvino for IR variants].")
+PREFER = typer.Option(Prefer.balanced, help="What --variant auto optimises: balanced (the fastest accurate "
+                      "student), accuracy (teachers too) or speed (the fastest student).")
 
 
 @app.command()
@@ -270,7 +273,8 @@ def bench(
 
 
 @app.command()
-def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model].")):
+def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the ready model]."),
+         prefer: Prefer = PREFER):
     """Show a bundle (checksums verified): labels, models, data, variants, and which one `auto` runs here."""
     from rich.console import Console
 
@@ -279,7 +283,7 @@ def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [d
 
     b = load_bundle(bundle or default_bundle())
     out = Console(width=max(80, min(Console().width, 120)))
-    for table in bundle_tables(b):
+    for table in bundle_tables(b, prefer.value):
         out.print(table)
 
 
@@ -290,20 +294,24 @@ def pack(
     variant: Optional[str] = typer.Option(None, callback=_variant_list,
                                           help="The variant(s) to keep, comma-separated."),
     target: Optional[Target] = typer.Option(None, help="Keep the variant `auto` would run on this CPU family."),
+    prefer: Optional[Prefer] = typer.Option(None, help="With --target (default: this CPU): what `auto` optimises, "
+                                            "balanced, accuracy or speed."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ):
     """Write a deployment bundle holding only the variants a device needs (its own checksums and model card)."""
     from .bundle import check_out, load_bundle
     from .bundle import pack as pack_bundle
-    from .targets import choose_variant
+    from .targets import choose_variant, detect_target
 
-    if (variant is None) == (target is None):
-        raise EdgeSerError("give exactly one of --variant and --target")
+    if (variant is None) == (target is None and prefer is None):
+        raise EdgeSerError("give either --variant, or --target and/or --prefer")
     check_out(out, overwrite)
     b = load_bundle(bundle)
     name = variant
-    if target is not None:
-        name = choose_variant(b, target=target.value, backends=["onnxruntime", "openvino"]).name
+    if variant is None:
+        target = target or Target(detect_target())
+        name = choose_variant(b, target=target.value, backends=["onnxruntime", "openvino"],
+                              prefer=(prefer or Prefer.balanced).value).name
         made = b.variants[name].targets
         if made and target.value not in made:
             print(clean(f"note: {bundle} has no variant made for {target.value}; packing {name}, made for "
@@ -319,7 +327,10 @@ def adapt(
     data: Path = typer.Option(..., help="Your labelled clips, any label set (same forms as export: label "
                               "folders, a manifest.csv with path,label,speaker, EmoDB or RAVDESS names)."),
     out: Path = typer.Option(..., help="Folder for the new bundle (written atomically)."),
+    label_map: Optional[str] = typer.Option(None, callback=label_map_option, help="Rename or drop labels first: "
+                                            "FROM=TO[,FROM=TO...] (FROM= drops FROM), e.g. calm=neutral."),
     variant: str = VARIANT,
+    prefer: Prefer = PREFER,
     threads: Optional[int] = THREADS,
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ):
@@ -330,8 +341,8 @@ def adapt(
     from .recognizer import Recognizer
 
     check_out(out, overwrite)
-    corpus = load_corpus(data)
-    rec = Recognizer(bundle or default_bundle(), variant=variant, threads=threads)
+    corpus = load_corpus(data, label_map=label_map)
+    rec = Recognizer(bundle or default_bundle(), variant=variant, threads=threads, prefer=prefer.value)
     waves, corpus = load_waveforms(corpus)
     if not waves:
         raise EdgeSerError(f"{data}: none of its clips is usable ({corpus.skip_summary()})")
@@ -420,8 +431,8 @@ def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None
         plot_timeline(events, recognizer.labels, summary.audio_s, plot,
                       title=f"{name}: {_bundle_name(settings)}, variant {recognizer.variant}")
         print(clean(f"wrote {plot}"), file=sys.stderr)
-    if summary.interrupted:
-        raise typer.Exit(143 if terminated else 130)
+    if summary.interrupted:   # said so in the summary; SystemExit, as typer would print nothing or "interrupted"
+        sys.exit(143 if terminated else 130)
 
 
 def _run_batch(files, settings, output, overwrite, jobs, dask) -> None:
@@ -457,8 +468,8 @@ def _run_batch(files, settings, output, overwrite, jobs, dask) -> None:
     print(clean(f"edge-ser run: {counts['files']} files: {counts['processed']} processed{resumed}, "
                 f"{counts['errors']} unreadable (error records), {counts['no_speech']} with no speech found "
                 f"(no_speech records){fallback}; {counts['segments']} segments{stopped}"), file=sys.stderr)
-    if counts["interrupted"]:
-        raise typer.Exit(143 if terminated else 130)
+    if counts["interrupted"]:   # said so in the summary (see _run_one)
+        sys.exit(143 if terminated else 130)
 
 
 def _register_plugins(argv: list[str]) -> None:
@@ -511,8 +522,6 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeSerError as e:
         sys.exit(_error(str(e)))
     except typer.Exit as e:
-        if isinstance(e.__cause__, KeyboardInterrupt):   # typer's own Ctrl-C handling says nothing
-            sys.stderr.write("interrupted\n")
         sys.exit(e.exit_code)
     except UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":   # `edge-ser` alone: show the help
@@ -526,6 +535,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.stderr.close()   # the reader went away (e.g. `| head`): not an error of ours
         sys.exit(141)
+    if code == 130:   # typer turned Ctrl-C into a silent exit 130
+        sys.stderr.write("interrupted\n")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -201,7 +201,7 @@ def _read_rows(path: Path, corpus: Corpus) -> None:
 
 def _check_folder_labels(root: Path, items: list[Item], label_map: dict[str, str]) -> None:
     """A file in a folder named like an emotion (``LABEL_WORDS``) must have that label in its name too (or the
-    label its name's maps to): a disagreement means the user meant the folders. Files at the root or in other
+    label its name maps to): a disagreement means the user meant the folders. Files at the root or in other
     folders are not checked."""
     for it in items:
         parts = it.path.relative_to(root).parts

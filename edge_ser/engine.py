@@ -105,14 +105,15 @@ class Engine:
 
 
 def open_engine(bundle: Bundle | str | os.PathLike, variant: str | None = None, backend: str | None = None,
-                threads: int | None = None) -> Engine:
-    """Load a bundle variant (``None``: the bundle's default; ``"auto"``: the best for this CPU) on a backend."""
+                threads: int | None = None, prefer: str = "balanced") -> Engine:
+    """Load a bundle variant (``None``: the bundle's default; ``"auto"``: the best for this CPU by ``prefer``,
+    see :func:`edge_ser.targets.choose_variant`) on a backend."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle, verify=False)   # the engine checks the bytes it runs
     check_threads(threads)
     if variant == "auto":
         from .targets import choose_variant
-        variant = choose_variant(bundle, backend).name
+        variant = choose_variant(bundle, backend, prefer=prefer).name
     name, v = bundle.variant(variant)
     backend = backend_for(v, backend)
     blobs = [bundle.read(f) for f in v.files]

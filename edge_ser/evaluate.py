@@ -9,7 +9,7 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .bundle import Bundle, load_bundle
 from .errors import DatasetError, EdgeSerError, LabelError
-from .metrics import scores
+from .metrics import ece, recalls, scores
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def evaluate_waves(bundle: Bundle, waves: list[np.ndarray], labels: list[str], variants=None,
                    backend: str | None = None, threads: int | None = None, show_progress: bool = True) -> dict:
-    """{"variants": {NAME: {"ua", "wa", "f1", "n"}}} for 16 kHz clips with known labels.
+    """{"variants": {NAME: {"ua", "wa", "f1", "n", "ece", "recall"}}} for 16 kHz clips with known labels (ECE: the
+    expected calibration error of the probabilities; recall: per label).
 
     IR variants always run on OpenVINO; ONNX variants on ``backend`` (ONNX Runtime by default).
     """
@@ -32,9 +33,11 @@ def evaluate_waves(bundle: Bundle, waves: list[np.ndarray], labels: list[str], v
         _, v = bundle.variant(name)
         rec = Recognizer(bundle, variant=name, backend=None if v.format == "openvino" else backend, threads=threads,
                          vad="energy")   # predict() uses no VAD: the one that needs nothing loaded
-        pred = [index[rec.predict(w, SAMPLE_RATE).label] for w in
-                progress(waves, description=f"scoring {name}", transient=True, enabled=show_progress)]
-        result[name] = scores(y, pred, len(bundle.labels))
+        probs = np.array([[rec.predict(w, SAMPLE_RATE).probs[lab] for lab in bundle.labels] for w in
+                          progress(waves, description=f"scoring {name}", transient=True, enabled=show_progress)])
+        pred = probs.argmax(1)
+        result[name] = {**scores(y, pred, len(bundle.labels)), "ece": ece(probs, np.array(y)),
+                        "recall": recalls(y, pred, bundle.labels)}
     return {"variants": result}
 
 

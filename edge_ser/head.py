@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import BundleError, EdgeSerError
-from .metrics import scores
+from .metrics import ece, scores
 
 ARRAYS = ("mean", "scale", "weight", "bias")
 MAX_HEAD_BYTES = 64 << 20
@@ -185,14 +185,6 @@ def inner_folds(y: np.ndarray, groups: np.ndarray | None, k: int, seed: int) -> 
             idx = np.flatnonzero(y == c)
             fold_of[rng.permutation(idx)] = np.arange(len(idx)) % k
     return [(np.flatnonzero(fold_of != i), np.flatnonzero(fold_of == i)) for i in np.unique(fold_of)]
-
-
-def ece(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error: |accuracy - confidence| of the top label, averaged over equal-width bins."""
-    top, right = probs.max(1), (probs.argmax(1) == y)
-    which = np.minimum((top * bins).astype(int), bins - 1)
-    return float(sum(abs(right[which == b].mean() - top[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

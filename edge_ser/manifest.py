@@ -72,6 +72,8 @@ class Metrics:
     wa: float = limits(0.0, 1.0)    # weighted accuracy: plain accuracy
     f1: float = limits(0.0, 1.0)    # macro-F1
     n: int = limits(0, 10**9)       # clips scored
+    ece: float | None = limits(0.0, 1.0, default=None)   # expected calibration error of the probabilities
+    recall: dict[str, float] = limits(0.0, 1.0, default={}, items=1000)   # per label
     target: str = limits(default="", max_len=40)   # the CPU family they were measured on (int8 kernels differ)
 
 

@@ -1,4 +1,5 @@
-"""Classification metrics used everywhere: UA (mean per-class recall), WA (accuracy), macro-F1."""
+"""Classification metrics used everywhere: UA (mean per-class recall), WA (accuracy), macro-F1, and the expected
+calibration error of probabilities."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,3 +30,17 @@ def scores(y_true, y_pred, n_classes: int) -> dict:
         "f1": float(f1[present].mean()) if n else float("nan"),
         "n": n,
     }
+
+
+def recalls(y_true, y_pred, labels: list[str]) -> dict[str, float]:
+    """Recall of each label present in y_true."""
+    m = confusion(y_true, y_pred, len(labels))
+    return {lab: float(m[i, i] / m[i].sum()) for i, lab in enumerate(labels) if m[i].sum()}
+
+
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: |accuracy - confidence| of the top label, averaged over equal-width bins."""
+    top, right = probs.max(1), (probs.argmax(1) == y)
+    which = np.minimum((top * bins).astype(int), bins - 1)
+    return float(sum(abs(right[which == b].mean() - top[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))

@@ -31,14 +31,16 @@ MIN_HOP_S = 0.01    # at most 100 windows per second of audio
 
 @dataclass
 class Prediction:
-    """Emotion of one clip: the top label and every label's probability."""
+    """Emotion of one clip: the top label, every label's probability, and whether the model is unsure (its top
+    probability is below the head's ``unsure_below``, see ``edge-ser info``)."""
 
     label: str
     probs: dict[str, float]
+    unsure: bool = False
 
     @classmethod
-    def of(cls, labels: list[str], p: np.ndarray) -> Prediction:
-        return cls(labels[int(np.argmax(p))], {k: float(v) for k, v in zip(labels, p)})
+    def of(cls, labels: list[str], p: np.ndarray, unsure_below: float = 0.0) -> Prediction:
+        return cls(labels[int(np.argmax(p))], {k: float(v) for k, v in zip(labels, p)}, bool(p.max() < unsure_below))
 
 
 @dataclass
@@ -52,10 +54,12 @@ class Event:
     latency_ms: float   # from receiving the audio that ended the segment to the event
     windows: list[tuple[float, float, list[float]]] | None = field(default=None, repr=False)
     # (start_s, end_s, probabilities) of each window, when the stream was asked for them (timeline plots)
+    unsure: bool = False   # the top probability is below the head's unsure_below
 
     def to_dict(self) -> dict:
         return {"start": round(self.start, 3), "end": round(self.end, 3), "label": self.label,
-                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "latency_ms": round(self.latency_ms, 2)}
+                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "unsure": self.unsure,
+                "latency_ms": round(self.latency_ms, 2)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False)
@@ -90,6 +94,8 @@ class Recognizer:
     threads : inference threads (the backend's default if None).
     window_s, hop_s : windowing of long clips and segments; the bundle's if None.
     vad : ``silero`` (the default), ``energy`` or ``webrtc``; ``vad_options`` tunes it.
+    prefer : what ``variant="auto"`` optimises: ``balanced`` (the fastest accurate student), ``accuracy`` (teachers
+        too) or ``speed`` (the fastest student).
 
     On OpenVINO, the compiled model stays in memory until the process ends, also after the recognizer is
     deleted (freeing it can crash a later signal handler: see ``edge_ser.engine``). It is compiled once per
@@ -99,7 +105,8 @@ class Recognizer:
 
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None, variant: str | None = "auto",
                  backend: str | None = None, threads: int | None = None, window_s: float | None = None,
-                 hop_s: float | None = None, vad: str = DEFAULT_VAD, vad_options: VadOptions | None = None):
+                 hop_s: float | None = None, vad: str = DEFAULT_VAD, vad_options: VadOptions | None = None,
+                 prefer: str = "balanced"):
         for name, value in (("variant", variant), ("backend", backend)):
             if value is not None and not isinstance(value, str):
                 raise EdgeSerError(f"{name} must be a name (str) or None, not {value!r}")
@@ -130,7 +137,7 @@ class Recognizer:
         self.min_input = max(1, round(spec.min_input_s * self.sample_rate))
         self.vad, self.vad_options = vad, vad_options or VadOptions()
         check_vad(vad, self.vad_options, self.sample_rate)
-        self.engine = open_engine(bundle, variant, backend, threads)   # last: the cheap checks come first
+        self.engine = open_engine(bundle, variant, backend, threads, prefer)   # last: the cheap checks come first
 
     @property
     def variant(self) -> str:
@@ -183,7 +190,11 @@ class Recognizer:
         bundle's rate; its leading and trailing silence is trimmed first (``audio.trim_silence``), as for the clips
         the model learned from."""
         x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
-        return Prediction.of(self.labels, self.classify(audio.trim_silence(x, sr=self.sample_rate)))
+        return self.prediction(self.classify(audio.trim_silence(x, sr=self.sample_rate)))
+
+    def prediction(self, p: np.ndarray) -> Prediction:
+        """The :class:`Prediction` of probabilities ``p`` over this recognizer's labels."""
+        return Prediction.of(self.labels, p, self.bundle.manifest.heads[self.engine.variant.head].unsure_below)
 
     def stream(self, sample_rate: int, partial: bool = False, smooth: float = 0.0, windows: bool = False) -> Stream:
         """A new stream for chunks at ``sample_rate`` Hz (see :class:`Stream`)."""
@@ -280,11 +291,11 @@ class Stream:
             spans, probs = self.recognizer.classify_windows(self._buffer[seg.start - self._base:seg.end - self._base])
             p = probs.mean(axis=0)
             self._show(p)
-            pred = Prediction.of(self.recognizer.labels, p)
+            pred = self.recognizer.prediction(p)
             windows = [((seg.start + s) / sr, (seg.start + min(e, seg.end - seg.start)) / sr, w.tolist())
                        for (s, e), w in zip(spans, probs)] if self.keep_windows else None
             events.append(Event(seg.start / sr, seg.end / sr, pred.label, pred.probs,
-                                (time.perf_counter() - t0) * 1000.0, windows))
+                                (time.perf_counter() - t0) * 1000.0, windows, pred.unsure))
         return events
 
     def _update_partial(self) -> None:

@@ -19,7 +19,7 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def facts_table(b: Bundle) -> Table:
+def facts_table(b: Bundle, prefer: str = "balanced") -> Table:
     m = b.manifest
     table = Table(title=_t(f"edge-ser bundle {b.path}"), show_header=False)
     table.add_column(style="bold", no_wrap=True)
@@ -49,7 +49,7 @@ def facts_table(b: Bundle) -> Table:
     rows.append(("default variant", m.default_variant))
     try:
         from .targets import choose_variant
-        choice = choose_variant(b)
+        choice = choose_variant(b, prefer=prefer)
         rows.append(("auto picks", f"{choice.name}: {choice.reason}"))
     except EdgeSerError as e:
         rows.append(("auto picks", f"nothing ({e})"))
@@ -71,5 +71,5 @@ def variants_table(b: Bundle, title: str = "variants") -> Table:
     return table
 
 
-def bundle_tables(b: Bundle) -> list[Table]:
-    return [facts_table(b), variants_table(b)]
+def bundle_tables(b: Bundle, prefer: str = "balanced") -> list[Table]:
+    return [facts_table(b, prefer), variants_table(b)]

@@ -40,7 +40,7 @@ from .errors import AudioError, EdgeSerError
 from .interrupt import on_termination, temporary_folder
 from .mic import Counters
 from .progress import progress
-from .recognizer import Event, Prediction, Recognizer, Stream
+from .recognizer import Event, Recognizer, Stream
 from .vad import DEFAULT_VAD, VadOptions, varies_like_speech
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,8 @@ def whole_clip_event(recognizer: Recognizer, x: np.ndarray | None) -> Event | No
         return None
     t0 = time.perf_counter()
     start, end = audio.trim_bounds(x, sr=sr)
-    pred = Prediction.of(recognizer.labels, recognizer.classify(x[start:end]))
-    return Event(start / sr, end / sr, pred.label, pred.probs, (time.perf_counter() - t0) * 1000.0)
+    pred = recognizer.prediction(recognizer.classify(x[start:end]))
+    return Event(start / sr, end / sr, pred.label, pred.probs, (time.perf_counter() - t0) * 1000.0, unsure=pred.unsure)
 
 
 def stamp(record: dict, recognizer: Recognizer) -> dict:
@@ -486,12 +486,17 @@ def start_pool(jobs: int, empty: str):
     working directory while the workers start.
     """
     import multiprocessing as mp
+    import signal
     cwd = os.getcwd()
     os.chdir(empty)
+    # the workers start with Ctrl-C ignored (a Python started so keeps it ignored), else one sent to the process
+    # group before their initializer runs prints a worker's traceback
+    ctrl_c = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         return mp.get_context("spawn").Pool(jobs, initializer=start_worker, initargs=(cwd,))
     finally:
         os.chdir(cwd)
+        signal.signal(signal.SIGINT, ctrl_c)
 
 
 def start_worker(cwd: str) -> None:

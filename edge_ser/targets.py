@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .bundle import Bundle
-from .errors import BundleError
+from .errors import BundleError, EdgeSerError
 
 # x86: VNNI (AVX512-VNNI or AVX-VNNI) multiplies u8 x s8 in one instruction; without it AVX2 does u8 x s8 with a
 # saturating 16-bit intermediate (vpmaddubsw). ARM64: SDOT/UDOT (FEAT_DotProd, Armv8.2: Cortex-A76 in the Pi 5)
@@ -30,6 +30,7 @@ TARGETS = {
     "generic": "another CPU",
 }
 PRECISION_ORDER = ("int8", "fp16", "fp32")
+PREFERENCES = ("balanced", "accuracy", "speed")   # what --variant auto optimises (--prefer)
 
 
 @lru_cache(maxsize=1)
@@ -78,14 +79,20 @@ class Choice:
 
 
 def choose_variant(bundle: Bundle, backend: str | None = None, target: str | None = None,
-                   backends: list[str] | None = None) -> Choice:
-    """The variant ``--variant auto`` runs: made for this CPU, runnable here, within the UA tolerance.
+                   backends: list[str] | None = None, prefer: str = "balanced") -> Choice:
+    """The variant ``--variant auto`` runs: made for this CPU, runnable here, then by ``prefer``:
+
+    - ``balanced``: the fastest student within the UA tolerance of the most accurate student;
+    - ``accuracy``: the fastest variant, teachers included, within the tolerance of the most accurate one;
+    - ``speed``: the fastest student, whatever its accuracy.
 
     With ``backend``, variants made for that engine come first (an OpenVINO IR for openvino: the latency an ONNX
     variant was measured with at export is ONNX Runtime's)."""
     from .engine import check_backend
 
     check_backend(backend)
+    if prefer not in PREFERENCES:
+        raise EdgeSerError(f"unknown preference {prefer!r}; choose one of: {', '.join(PREFERENCES)}")
     target = target or detect_target()
     installed = installed_backends() if backends is None else backends
     backends = [b for b in installed if backend in (None, b)]
@@ -99,14 +106,16 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
         raise BundleError(f"no variant of {bundle.path} runs with {', '.join(backends) or 'no engine'} installed; "
                           "pip install edge-ser[openvino] or pick one with --variant")
     # students made for this CPU (or for any); a slimmed bundle may hold none, and any ONNX graph still runs here
-    students = {n: v for n, v in engines.items() if v.model == "student"} or engines
-    runnable = {n: v for n, v in students.items() if not v.targets or target in v.targets} or students
+    pool = engines if prefer == "accuracy" else \
+        {n: v for n, v in engines.items() if v.model == "student"} or engines
+    runnable = {n: v for n, v in pool.items() if not v.targets or target in v.targets} or pool
     def ua(v):   # None where unknown for this CPU
         if v.metrics is None or (v.precision == "int8" and v.metrics.target not in ("", target)):
             return None
         return v.metrics.ua
     best = max((ua(v) for v in runnable.values() if ua(v) is not None), default=None)
-    accurate = {n: v for n, v in runnable.items() if best is None or ua(v) is None or ua(v) >= best - tolerance}
+    accurate = {n: v for n, v in runnable.items()
+                if prefer == "speed" or best is None or ua(v) is None or ua(v) >= best - tolerance}
 
     def measured(v):   # the export measured each variant on its own engine (IR on openvino, ONNX on onnxruntime)
         return backend in (None, "openvino" if v.format == "openvino" else "onnxruntime")
@@ -121,6 +130,7 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
     if target in v.latency_ms and measured(v):
         made += f", fastest measured at export ({v.latency_ms[target]:.1f} ms per window)"
     score = f", UA {ua(v):.3f}" if ua(v) is not None else ", UA not measured on this CPU family"
-    within = f" within {tolerance:.3f} UA of the most accurate runnable student" if best is not None else ""
-    return Choice(name, target, f"{TARGETS[target]}: {v.precision} {v.format} {v.model} variant {made}{within}"
-                                f"{score}")
+    within = "" if best is None or prefer == "speed" else \
+        f" within {tolerance:.3f} UA of the most accurate runnable {'variant' if prefer == 'accuracy' else 'student'}"
+    return Choice(name, target, f"{TARGETS[target]}, {prefer}: {v.precision} {v.format} {v.model} variant {made}"
+                                f"{within}{score}")

@@ -18,10 +18,11 @@ ROW_IN = 2.4       # height of one row (probabilities and label strip), inches
 
 
 def plot_timeline(events: list[Event], labels: list[str], duration_s: float, path: Path, title: str = "") -> None:
-    """Per label, each window's probability at its centre, joined by a line; a segment with one window (or none
-    recorded) gets a bar across the segment at its probability, with a dot in the middle. Speech is shaded, and a
-    strip under each row names each segment's label (turned upright when the segment is narrow). The legend gives
-    each label's share of the speech time. A recording longer than ``ROW_S`` wraps onto up to ``MAX_ROWS`` rows.
+    """Per label, each window's probability as a dot at the window's centre, joined by a line drawn across the whole
+    segment (a segment with one window, or none recorded, is a bar at its probability with a dot in the middle).
+    Speech is shaded, and a strip under each row names each segment's label (turned upright when the segment is
+    narrow). The legend gives each label's share of the speech time, the title the segments and speech found. A
+    recording longer than ``ROW_S`` wraps onto up to ``MAX_ROWS`` rows.
 
     Written to a temporary file beside ``path`` and renamed into place: a symbolic link at ``path`` is replaced,
     never written through. Needs matplotlib (``edge-ser[plot]``)."""
@@ -74,7 +75,8 @@ def plot_timeline(events: list[Event], labels: list[str], duration_s: float, pat
             if width_in >= 0.075 * len(name) + 0.1:
                 strip.text(centre, 0.5, name, ha="center", va="center", fontsize=7)
             elif width_in >= 0.1:
-                strip.text(centre, 0.5, name[:8], ha="center", va="center", fontsize=6, rotation=90)
+                strip.text(centre, 0.5, name if len(name) <= 8 else name[:7] + "…", ha="center", va="center",
+                           fontsize=6, rotation=90)
         for a in (ax, strip):
             a.set_xlim(t0, t1)
         ax.set_ylim(-0.02, 1.02)

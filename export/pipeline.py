@@ -52,6 +52,7 @@ LATENCY_REPS = 10         # timed calls per variant for --variant auto's choice 
 class ExportConfig:
     data: Path
     out: Path
+    label_map: str | None = None   # FROM=TO[,FROM=TO...] (edge_ser.data.parse_label_map)
     teacher: str = "whisper-base"
     unlabeled: list[Path] = field(default_factory=list)
     test_speakers: int | list[str] = 3
@@ -63,7 +64,7 @@ class ExportConfig:
     student_ffn: int | None = None
     distill_epochs: int = 3
     augment: int = 1
-    head: str = "auto"
+    head: str = "auto"            # the head's layers: auto | all | best
     window_s: float = 4.0
     hop_s: float = 2.0
     calibration_clips: int = 48
@@ -126,13 +127,15 @@ def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, histo
         distilled = f"distilled {kept['epoch']} epochs (no validation speakers)"
     else:
         scores_ = ", ".join(f"{h['score']:.3f}" for h in history)
-        distilled = f"kept epoch {kept['epoch']} of {len(history) - 1} by validation UA (epochs 0..: {scores_})"
+        distilled = f"kept epoch {kept['epoch']} of {len(history) - 1} by validation UA (epochs 0..: {scores_})" \
+            if len(history) > 1 else f"no distillation epochs (the least-squares start; validation UA {scores_})"
     return (f"{', '.join(shape)} ({cfg.student_init} init), {mac_ratio:.1f}x fewer MACs/s than the teacher; "
             f"{distilled}")
 
 
 def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict[str, mf.Variant]:
-    """Every graph of the bundle into ``out`` (see :mod:`.presets` for the int8 ones)."""
+    """Every graph of the bundle into ``out``: teacher and student in fp32 and int8 (see :mod:`.presets`), the
+    student also as OpenVINO IR; and the two heads."""
     variants: dict[str, mf.Variant] = {}
 
     def add(name, fmt, precision, model, quantization=None, targets=()):
@@ -143,12 +146,13 @@ def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarr
 
     for model, m in (("teacher", teacher_model), ("student", student_model)):
         (out / HEAD_FILES[model]).write_bytes(m.head.numbers.to_bytes())
-    graph.export_onnx(teacher_model.embedder, add("teacher-fp32", "onnx", "fp32", "teacher"))
-    student = add("student-fp32", "onnx", "fp32", "student")
-    graph.export_onnx(student_model.embedder, student)
-    for p in ORT_PRESETS:
-        graph.quantize_dynamic_onnx(student, add(p.variant, "onnx", "int8", "student", p.description, p.targets),
-                                    p.signed_weights)
+    for model, m in (("teacher", teacher_model), ("student", student_model)):
+        fp32 = add(f"{model}-fp32", "onnx", "fp32", model)
+        graph.export_onnx(m.embedder, fp32)
+        for p in ORT_PRESETS:
+            graph.quantize_dynamic_onnx(fp32, add(f"{model}-{p.name}", "onnx", "int8", model, p.description,
+                                                  p.targets), p.signed_weights)
+    student = out / variants["student-fp32"].files[0]
     graph.export_openvino(student, add("student-ov-fp32", "openvino", "fp32", "student"))
     graph.quantize_openvino(student, add("student-ov-int8", "openvino", "int8", "student",
                                          "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS), calib)
@@ -189,7 +193,7 @@ class Export:
         self.cfg = cfg
         parallel.init(cfg.device)
         torch.manual_seed(cfg.seed)
-        corpus = load_corpus(cfg.data)
+        corpus = load_corpus(cfg.data, label_map=cfg.label_map)
         self.waves, self.corpus = load_waveforms(corpus)
         if not self.waves:
             raise DatasetError(f"{cfg.data}: none of its {len(corpus.items)} clips is usable "

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Preset:
-    variant: str
+    name: str                      # the variant is MODEL-NAME (teacher-int8-u8s8, student-int8-u8u8)
     targets: tuple[str, ...]
     signed_weights: bool
     description: str
 
 
 ORT_PRESETS = (
-    Preset("student-int8-u8u8", ("x86-avx2",), False, "dynamic U8U8, per channel (no VPMADDUBSW saturation)"),
-    Preset("student-int8-u8s8", ("x86-vnni", "arm64", "arm64-dotprod", "generic"), True,
+    Preset("int8-u8u8", ("x86-avx2",), False, "dynamic U8U8, per channel (no VPMADDUBSW saturation)"),
+    Preset("int8-u8s8", ("x86-vnni", "arm64", "arm64-dotprod", "generic"), True,
            "dynamic U8S8, per channel (VNNI on x86, UDOT or X8S8 NEON kernels on ARM64, portable kernels elsewhere)"),
 )
 OPENVINO_INT8_TARGETS = ("x86-vnni", "x86-avx2")

@@ -152,3 +152,16 @@ def test_compressed_head_files_are_refused():
         LinearHead.from_bytes(buf.getvalue(), 2, 3, "h.npz")
     with zipfile.ZipFile(io.BytesIO(_npz(**GOOD))) as z:   # what we write is stored, not compressed
         assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+
+
+def test_events_say_when_the_model_is_unsure(bundle_copy, tmp_path):
+    loud = speechlike(1.5, 0.6, seed=2)
+    assert not Recognizer(bundle_copy).predict(loud, SR).unsure          # anger, far above 0.5
+    m = load_bundle(bundle_copy, verify=False).manifest
+    m.heads["student"].unsure_below = 0.999999
+    from edge_ser.bundle import write_bundle
+    write_bundle(bundle_copy, m)
+    rec = Recognizer(bundle_copy)
+    assert rec.predict(loud, SR).unsure
+    events = rec.process(np.concatenate([np.zeros(SR, np.float32), loud, np.zeros(SR, np.float32)]), SR)
+    assert events and all(e.unsure and e.to_dict()["unsure"] is True for e in events)

@@ -152,6 +152,57 @@ def test_prepare_in_memory_arrays():
         prepare(np.zeros(10, np.float32), 0)
 
 
+@pytest.mark.parametrize("sr", [1, 999, 768001, 10**9, True, 16000.0, 2.5, "16000", None])
+def test_in_memory_sample_rates_are_bounded(sr):
+    # red-team N16: prepare(x, 1) made 16,000 times the input; True was taken as 1 Hz
+    with pytest.raises(AudioError, match="sample rate"):
+        prepare(np.zeros(2000, np.float32), sr)
+    assert len(prepare(np.zeros(2000, np.float32), np.int64(1000))) == 32000   # numpy integers are rates too
+
+
+def test_a_wrong_channel_axis_is_caught():
+    # red-team N15: [2, N] with the README's channel_axis=-1 was read as 2 samples of N channels
+    x = np.stack([sine(440, 16000), sine(440, 16000)])
+    with pytest.raises(AudioError, match="channel_axis=-1 reads shape \\(2, 16000\\) as 2 samples of 16000 channels"):
+        prepare(x, 16000, channel_axis=-1)
+    with pytest.raises(AudioError, match="at most 64"):
+        prepare(np.zeros((1000, 65), np.float32), 16000, channel_axis=-1)
+    assert len(prepare(x, 16000, channel_axis=0)) == 16000
+    assert len(prepare(np.zeros((1000, 64), np.float32), 16000, channel_axis=1)) == 1000
+
+
+def test_a_file_longer_than_a_clip_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    # red-team N9: eval/bench/export decoded whole files (a 635 kB FLAC held 2.46 GB of float32)
+    from edge_ser.audio import MAX_CLIP_S
+    p = tmp_path / "bomb.flac"
+    with sf.SoundFile(p, "w", samplerate=8000, channels=8, format="FLAC") as f:
+        for _ in range(round(MAX_CLIP_S) + 2):   # one second a block
+            f.write(np.zeros((8000, 8), np.float32))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the file was decoded")
+    monkeypatch.setattr(sf.SoundFile, "read", no_decoding)
+    monkeypatch.setattr(sf.SoundFile, "blocks", no_decoding)
+    with pytest.raises(AudioError, match=r"bomb\.flac: 62\.0 s of audio, longer than the 60 s") as e:
+        load_audio(p)
+    assert e.value.reason == "too long"
+    monkeypatch.undo()
+    assert len(load_audio(p, max_s=100)) == 62 * SAMPLE_RATE   # a larger cap when asked for
+
+
+def test_load_audio_keeps_one_mono_block_of_many_channels_at_a_time(tmp_path):
+    p = tmp_path / "many.wav"
+    sf.write(p, np.zeros((48000 * 10, 32), np.int16), 48000, subtype="PCM_16")   # 10 s of 32 channels
+    tracemalloc.start()
+    try:
+        y = load_audio(p)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(y) == 10 * SAMPLE_RATE
+    assert peak < 25 * 2**20   # reading it whole takes 61 MB of float32 (10 s x 48 kHz x 32 channels)
+
+
 def test_stream_pcm16_from_pipe():
     x = sine(440, 16000, seconds=1.3)
     raw = (x * 32767).astype("<i2").tobytes()

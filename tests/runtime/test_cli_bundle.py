@@ -212,6 +212,11 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
     # on ARM the u8s8 variant's saturated x86 score does not count; the teacher is never picked
     assert choose_variant(b, target="arm64", backends=onnx_only).name == "u8s8"
     assert choose_variant(b, target="generic", backends=onnx_only).name == "fp32"
+    # --prefer: accuracy lets the teacher compete, speed ignores accuracy
+    assert choose_variant(b, target="x86-avx2", prefer="accuracy").name == "teacher"
+    assert choose_variant(b, target="x86-avx2", prefer="speed").name == "u8u8"          # 13 ms, though UA 0.85
+    with pytest.raises(EdgeSerError, match="unknown preference"):
+        choose_variant(b, prefer="fast")
 
 
 READY = Path(str(resources.files("edge_ser") / "models" / "general"))   # the installed package's, as `run` finds it
@@ -225,7 +230,7 @@ def test_the_ready_model_runs_with_no_bundle_argument(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "anger, happiness, neutral, sadness" in r.stdout and "auto picks" in r.stdout
     sf.write(tmp_path / "clip.wav", np.concatenate([np.zeros(8000, np.float32), speechlike(2.0, 0.5)]), 16000)
-    r = cli("run", "--input", str(tmp_path / "clip.wav"))
+    r = cli("run", "--input", str(tmp_path / "clip.wav"), "--vad", "energy")   # a synthetic sound: not speech to silero
     assert r.returncode == 0, r.stderr
     event = json.loads(r.stdout.splitlines()[0])
     assert event["label"] in ("anger", "happiness", "neutral", "sadness")
@@ -305,3 +310,57 @@ def test_engine_messages_name_the_real_problem(tiny_bundle, tmp_path):
     for make in (open_engine, Recognizer):
         with pytest.raises(EdgeSerError, match="unknown backend 'tensorrt'"):
             make(tiny_bundle, "auto", backend="tensorrt")
+
+
+@pytest.mark.skipif(not (READY / MANIFEST).is_file(), reason="the ready model is not built (benchmarks/ready_model.py)")
+def test_the_python_api_loads_the_ready_model_with_no_bundle():
+    # newcomer item 3: Recognizer() was a TypeError; the ready model was only reachable through edge_ser.cli
+    from edge_ser.bundle import ready_model_path
+    from edge_ser.recognizer import Recognizer
+
+    rec = Recognizer()
+    assert rec.bundle.path == ready_model_path() == READY
+    assert rec.labels == ["anger", "happiness", "neutral", "sadness"] and rec.vad == "silero"
+
+
+def corpus_of(root, labels):
+    """Two speech-like clips per label (the tiny graph labels loudness) in LABEL/ folders."""
+    import soundfile as sf
+    from conftest import speechlike
+    for label, amp in labels.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            sf.write(root / label / f"{i}.wav", speechlike(1.0, amp, seed=i), 16000)
+    return root
+
+
+def test_eval_maps_labels_and_leaves_out_those_the_model_does_not_know(tiny_bundle, tmp_path):
+    # issue item 9: `eval --data emodb` on the ready model stopped at "unknown label(s) boredom, ..."
+    data = corpus_of(tmp_path / "c", {"anger": 0.8, "sadness": 0.005, "calm": 0.05, "boredom": 0.05})
+    r = cli("eval", str(tiny_bundle), "--data", str(data), "--label-map", "calm=neutral", "--variant", "fp32",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["variants"]["fp32"]["n"] == 6
+    assert "skipped 2 of 8: 2 label 'boredom' unknown to the model" in r.stderr
+    r = cli("eval", str(tiny_bundle), "--data", str(data), "--label-map", "calm")
+    assert r.returncode == 2 and r.stderr.startswith("error: Invalid value for '--label-map'")
+    r = cli("eval", str(tiny_bundle), "--data", str(corpus_of(tmp_path / "d", {"calm": 0.05})))
+    assert r.returncode == 2 and "none of its labels (calm) is one the model knows" in r.stderr
+    assert "--label-map" in r.stderr
+
+
+def test_eval_scores_the_variants_the_installed_engines_run(tiny_bundle, tmp_path, monkeypatch, caplog):
+    # issue item 9: on a runtime-only install eval stopped at "the openvino backend needs OpenVINO"
+    from edge_ser import targets
+    from edge_ser.evaluate import evaluate_bundle
+
+    if "ov-fp32" not in load_bundle(tiny_bundle).variants:
+        pytest.skip("openvino is not installed: the tiny bundle has no IR variant")
+    data = corpus_of(tmp_path / "c", {"anger": 0.8, "sadness": 0.005})
+    monkeypatch.setattr(targets, "installed_backends", lambda: ["onnxruntime"])
+    result = evaluate_bundle(tiny_bundle, data)
+    assert list(result["variants"]) == ["fp32"]
+    assert "not scoring variant ov-fp32: it needs openvino (pip install edge-ser[openvino])" in caplog.text
+    with pytest.raises(EdgeSerError, match="no variant of .* runs with the engines installed here"):
+        monkeypatch.setattr(targets, "installed_backends", lambda: [])
+        evaluate_bundle(tiny_bundle, data)

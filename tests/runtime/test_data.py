@@ -108,6 +108,46 @@ def test_label_folders_and_emodb_names_must_agree(tmp_path):
         load_corpus(tmp_path / "bad")
 
 
+def test_a_label_folder_beside_loose_files_is_checked_and_other_folders_are_not_labels(tmp_path):
+    # red-team N13: a file at the root no longer switches the check off ...
+    tone(tmp_path / "mixed" / "03a01Fa.wav")
+    tone(tmp_path / "mixed" / "sadness" / "03a01Wa.wav")
+    with pytest.raises(DatasetError, match="folder says 'sadness' but its file name says 'anger'"):
+        load_corpus(tmp_path / "mixed")
+    # ... and a folder that is not an emotion (a session, a speaker) beside a label folder is no conflict
+    tone(tmp_path / "sessions" / "anger" / "03a01Wa.wav")
+    tone(tmp_path / "sessions" / "session2" / "03a01Fa.wav")
+    assert load_corpus(tmp_path / "sessions").labels == ["anger", "happiness"]
+
+
+def test_label_map_renames_and_drops_labels(tmp_path):
+    for name in ("03a01Wa", "03a02Wa", "03a01La", "03a01Na", "03a02Ta"):
+        tone(tmp_path / "c" / f"{name}.wav")
+    c = load_corpus(tmp_path / "c", label_map="boredom=, sadness=Neutral")
+    assert c.labels == ["anger", "neutral"] and len(c.items) == 4
+    assert c.skipped == {"label 'boredom' dropped": 1} and "1 label 'boredom' dropped" in c.skip_summary()
+    assert load_corpus(tmp_path / "c", label_map={"anger": "high"}).labels == ["boredom", "high", "neutral",
+                                                                               "sadness"]
+    with pytest.raises(LabelError, match="happiness"):   # known labels are checked after the map
+        load_corpus(tmp_path / "c", known_labels=["anger", "neutral"], label_map="boredom=,sadness=happiness")
+    # a folder that names the label the map gives is no conflict
+    tone(tmp_path / "f" / "neutral" / "03a01Ta.wav")
+    assert load_corpus(tmp_path / "f", label_map="sadness=neutral").labels == ["neutral"]
+
+
+@pytest.mark.parametrize("text", ["calm", "=neutral", "calm=neutral,calm=sadness", "a=b=c", "calm=neutral,"])
+def test_a_malformed_label_map_is_a_clear_error(text):
+    from edge_ser.data import parse_label_map
+    with pytest.raises(DatasetError, match="label map"):
+        parse_label_map(text)
+
+
+def test_label_map_syntax():
+    from edge_ser.data import parse_label_map
+    assert parse_label_map(None) == {} and parse_label_map(" ") == {}
+    assert parse_label_map(" Calm = neutral ,fear=") == {"calm": "neutral", "fear": ""}
+
+
 def test_latin1_manifest_is_read(tmp_path):
     tone(tmp_path / "a.wav")
     tone(tmp_path / "b.wav")
@@ -207,16 +247,17 @@ def test_load_waveforms_counts_bad_files(tmp_path):
     nan = np.full(1000, 0.1, np.float32)
     nan[10] = np.nan
     sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "long.wav", np.zeros(61_000, np.int16), 1000)   # 61 s: over MAX_CLIP_S
     m = tmp_path / "list.csv"
-    rows = [f"{n}.wav,anger,s{i}" for i, n in enumerate(["good", "silent", "empty", "text", "nan", "gone"])]
+    rows = [f"{n}.wav,anger,s{i}" for i, n in enumerate(["good", "silent", "empty", "text", "nan", "gone", "long"])]
     m.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
     corpus = load_corpus(m)
     waves, kept = load_waveforms(corpus, show_progress=False)
     assert [it.path.name for it in kept.items] == ["good.wav"]
     assert len(waves) == 1 and waves[0].dtype == np.float32 and abs(len(waves[0]) - 3200) <= 2
     assert kept.skipped == {"missing file": 1, "silent": 1, "empty file": 1, "unreadable audio": 1,
-                            "non-finite samples": 1}
-    assert kept.skip_summary().startswith("skipped 5 of 6: ")
+                            "non-finite samples": 1, "too long": 1}
+    assert kept.skip_summary().startswith("skipped 6 of 7: ")
     assert corpus.skipped == {"missing file": 1}  # the input corpus is not modified
     assert kept.targets().tolist() == [0]
 

@@ -65,7 +65,7 @@ def tone(seconds, amp, freq=220.0):
 @pytest.fixture
 def wav(tmp_path):
     p = tmp_path / "clip.wav"
-    sf.write(p, np.concatenate([np.zeros(SR, np.float32), tone(2.0, 0.5), np.zeros(SR, np.float32)]), SR)
+    sf.write(p, np.concatenate([np.zeros(SR, np.float32), speechlike(2.0, 0.5), np.zeros(SR, np.float32)]), SR)
     return p
 
 
@@ -250,7 +250,7 @@ def test_output_is_atomic_and_never_replaces_a_file_silently(tiny_bundle, wav, t
     r = cli("run", tiny_bundle, "--input", tmp_path / "corrupt.wav", "--output", tmp_path / "new.jsonl")
     assert_clean_error(r, "corrupt.wav")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".new", "new"))) == []
-    r = cli("run", tiny_bundle, "--input", wav, "--output", out, "--overwrite")
+    r = cli("run", tiny_bundle, "--input", wav, "--output", out, "--overwrite", "--vad", "energy")
     assert r.returncode == 0 and json.loads(out.read_text().splitlines()[0])["label"] == "anger"
 
 
@@ -346,7 +346,7 @@ def test_threads_and_hop_are_bounded(tiny_bundle):
 
 # ------------------------------------------------------------------------------- 14, 15, 16
 def test_streams_take_mono_only(tiny_bundle):
-    stream = Recognizer(tiny_bundle).stream()
+    stream = Recognizer(tiny_bundle).stream(SR)
     with pytest.raises(AudioError, match="channel_axis"):
         stream.feed(np.zeros((2, 4000), np.float32))
 
@@ -379,18 +379,38 @@ def test_a_head_whose_embedding_size_differs_from_the_graph_is_refused(bundle_co
     assert_clean_error(cli("run", bundle_copy, "--input", wav, "--variant", "fp32"), "reads 2 numbers per clip")
 
 
-@pytest.mark.parametrize("signal_", ["dc", "hum50", "hum60", "buzz"])
-@pytest.mark.parametrize("vad", ["energy"])
-def test_dc_offset_and_mains_hum_are_not_speech(tiny_bundle, signal_, vad):
-    t = np.arange(10 * SR) / SR
+def hum(kind: str, seconds: float = 10.0) -> np.ndarray:
+    """DC, mains hum and buzz, as the red-team reports made them (np.sign of a sine jitters at its zero crossings)."""
+    t = np.arange(round(seconds * SR)) / SR
     x = {"dc": np.full(len(t), 0.3),
          "hum50": 0.3 * np.sin(2 * np.pi * 50 * t),
          "hum60": 0.3 * np.sin(2 * np.pi * 60 * t),
-         "buzz": sum(0.3 / k * np.sin(2 * np.pi * 50 * k * t) for k in (1, 2, 3))}[signal_].astype(np.float32)
-    assert Recognizer(tiny_bundle, vad=vad).process(x) == []
+         "buzz": sum(0.3 / k * np.sin(2 * np.pi * 50 * k * t) for k in (1, 2, 3)),
+         "square50": 0.3 * np.sign(np.sin(2 * np.pi * 50 * t)),
+         "hum60harm": sum(0.3 / k * np.sin(2 * np.pi * 60 * k * t) for k in range(1, 6)),   # up to 300 Hz
+         "buzz60": sum(0.2 / k * np.sin(2 * np.pi * 60 * k * t + k) for k in range(1, 21)),   # up to 1200 Hz
+         "buzz50_drift": sum(0.2 / k * np.sin(2 * np.pi * 50.05 * k * t + k) for k in range(1, 21)),
+         "hum_plus_noise": 0.3 * np.sin(2 * np.pi * 50 * t)
+         + 1e-3 * np.random.default_rng(0).standard_normal(len(t))}[kind]
+    return x.astype(np.float32)
+
+
+HUMS = ["dc", "hum50", "hum60", "buzz", "square50", "hum60harm", "buzz60", "buzz50_drift", "hum_plus_noise"]
+
+
+@pytest.mark.parametrize("signal_", HUMS)
+@pytest.mark.parametrize("vad", ["energy", "webrtc"])
+def test_dc_offset_and_mains_hum_are_not_speech(tiny_bundle, signal_, vad):
+    if vad == "webrtc":
+        pytest.importorskip("webrtcvad")
+    x = hum(signal_)
+    rec = Recognizer(tiny_bundle, vad=vad)
+    assert rec.process(x, SR) == []
+    onset = np.concatenate([np.zeros(3 * SR, np.float32), x[:7 * SR]])   # and when it starts after silence
+    assert rec.process(onset, SR) == []
     # and speech on top of the hum is still found
     x[3 * SR:5 * SR] += speechlike(2.0, 0.3)
-    events = Recognizer(tiny_bundle, vad=vad).process(x)
+    events = rec.process(x, SR)
     assert len(events) == 1 and 2.5 < events[0].start < 3.1
 
 
@@ -427,8 +447,8 @@ def test_error_lines_are_never_wrapped(tmp_path):
 def test_ctrl_c_on_run_flushes_and_exits_130(tiny_bundle, tmp_path):
     out = tmp_path / "events.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", str(tiny_bundle), "--input", "-", "--output",
-                          str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
-    speech = (np.concatenate([tone(2.0, 0.5), np.zeros(SR, np.float32)]) * 32767).astype("<i2").tobytes()
+                          str(out), "--vad", "energy"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    speech = (np.concatenate([speechlike(2.0, 0.5), np.zeros(SR, np.float32)]) * 32767).astype("<i2").tobytes()
     p.stdin.write(speech)
     p.stdin.flush()
     time.sleep(3.0)
@@ -436,6 +456,24 @@ def test_ctrl_c_on_run_flushes_and_exits_130(tiny_bundle, tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert json.loads(out.read_text().splitlines()[0])["label"] == "anger"   # what was heard is kept
+
+
+def test_sigterm_on_run_flushes_the_open_segment_too(tiny_bundle, tmp_path):
+    """N21: SIGTERM in single-file mode lost the open segment (1 event where Ctrl-C gave 2)."""
+    out = tmp_path / "events.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", str(tiny_bundle), "--input", "-", "--output",
+                          str(out), "--vad", "energy"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    x = np.concatenate([speechlike(2.0, 0.5), np.zeros(SR, np.float32), speechlike(2.0, 0.5, seed=1)])   # 2nd: open
+    p.stdin.write((x * 32767).astype("<i2").tobytes())
+    p.stdin.flush()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.parent / f".{out.name}.partial-{p.pid}").exists():
+        time.sleep(0.05)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert len(out.read_text().splitlines()) == 2 and b"(terminated)" in err, err
 
 
 # ------------------------------------------------------------------------------- fuzzing
@@ -570,13 +608,15 @@ def test_written_bundles_are_readable_as_the_umask_says(tiny_bundle, tmp_path):
     assert (tmp_path / "slim").stat().st_mode & 0o055 == 0o055 & ~os.umask(os.umask(0o22))
 
 
-def test_batch_resume_survives_a_hand_edited_output(tiny_bundle, wav, tmp_path):
+def test_batch_resume_refuses_a_hand_edited_output(tiny_bundle, wav, tmp_path):
+    """Lines that are not edge-ser's records: the file is not ours to append to (it was appended to before)."""
     out = tmp_path / "events.jsonl"
-    out.write_text('{"summary": 1}\n[1, 2]\nnot json\n{"file": 3, "error": "x"}\n{"partial": tr')   # no newline
-    r = cli("run", tiny_bundle, "--input", wav.parent, "--output", out)
-    assert r.returncode == 0, r.stderr
-    lines = out.read_text().splitlines()
-    assert lines[4] == '{"partial": tr' and json.loads(lines[5])["file"] == str(wav)
+    text = '{"summary": 1}\n[1, 2]\nnot json\n{"file": 3, "error": "x"}\n{"partial": tr'   # no newline
+    out.write_text(text)
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav.parent, "--output", out), "not edge-ser's", "line 1")
+    assert out.read_text() == text
+    out.write_text("x" * (2 << 20))   # one huge line: not read whole
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav.parent, "--output", out), "not a whole record")
     r = cli("run", tiny_bundle, "--input", wav.parent, "--output", out, "--overwrite")   # start again
     assert r.returncode == 0 and json.loads(out.read_text().splitlines()[0])["file"] == str(wav)
 
@@ -623,6 +663,56 @@ def test_plot_and_bench_outputs_are_checked_first(tiny_bundle, wav, tmp_path):
     start = time.monotonic()
     assert_clean_error(cli("bench", tiny_bundle, "--out", tmp_path / "file"), "is a file")
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_plot_never_writes_through_a_symlink(tiny_bundle, wav, tmp_path, dangling):
+    """N4: --plot --overwrite wrote the PNG into the file a symlink pointed at; a dangling link was not even seen."""
+    pytest.importorskip("matplotlib")
+    victim = tmp_path / "victim.txt"
+    if not dangling:
+        victim.write_text("precious text\n")
+    link = tmp_path / "evil.png"
+    link.symlink_to(victim)
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--plot", link), "--plot", "already exists")
+    r = cli("run", tiny_bundle, "--input", wav, "--plot", link, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert not link.is_symlink() and link.read_bytes()[:4] == b"\x89PNG"
+    assert victim.read_text() == "precious text\n" if not dangling else not victim.exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_plot_errors_name_the_plot_option(tiny_bundle, wav, tmp_path):
+    """N24: --plot errors said --output."""
+    png = tmp_path / "p.png"
+    png.write_bytes(b"x")
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--plot", png), "--plot", "already exists")
+    assert "--output" not in cli("run", tiny_bundle, "--input", wav, "--plot", png).stderr
+    assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--plot", tmp_path / "same.png", "--output",
+                           tmp_path / "same.png"), "--plot", "same file as --output")
+
+
+def test_plot_legend_keeps_labels_starting_with_underscore(monkeypatch, tmp_path):
+    """N24: matplotlib leaves out legend entries whose label starts with "_"."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from edge_ser.recognizer import Event
+    from edge_ser.timeline import plot_timeline
+    seen = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, f, **kw: seen.append(
+        [t.get_text() for legend in fig.legends for t in legend.get_texts()]))
+    events = [Event(0.5, 1.5, "_", {"_": 0.7, "b": 0.3}, 1.0)]
+    plot_timeline(events, ["_", "b"], 2.0, tmp_path / "p.png")
+    assert [text.split()[0] for text in seen[0]] == ["_", "b"]
+
+
+def test_bench_out_must_not_be_a_bundle(bundle_copy, tmp_path):
+    """N25: bench --out BUNDLE wrote its tables and plot into the bundle (which then was no bundle to replace)."""
+    before = sorted(p.name for p in bundle_copy.iterdir())
+    assert_clean_error(cli("bench", bundle_copy, "--out", bundle_copy, "--quick"), "is a bundle")
+    assert_clean_error(cli("bench", bundle_copy, "--out", bundle_copy / "results", "--quick"), "inside the bundle")
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before
 
 
 def test_dollar_signs_in_plot_labels(bundle_copy, wav, tmp_path):

@@ -303,6 +303,96 @@ def test_webrtc_vad_streams_like_whole(tiny_bundle, scene):
     assert rec.process(np.zeros(3 * SR, np.float32), SR) == []
 
 
+def test_the_same_audio_after_the_same_silence_gets_the_same_events(recognizer):
+    # newcomer item 11: a file tiled 8 times got other segment lengths and labels from the 3rd copy on (the
+    # frames fell elsewhere in each copy, and the detector carried its state over)
+    clip = np.concatenate([speechlike(1.3, 0.5, seed=1), hiss(0.35, 1e-3), speechlike(0.9, 0.05, seed=2),
+                           hiss(0.9, 2e-3, seed=3), speechlike(2.1, 0.02, seed=4), speechlike(0.4, 0.6, seed=5)])
+    clip = clip[:len(clip) - 137]   # neither a whole number of 30 ms nor of 32 ms frames
+    gap = np.zeros(SR, np.float32)
+    x = np.concatenate([gap, clip] * 4 + [gap])
+    events = recognizer.process(x, SR)
+    assert len(events) % 4 == 0 and events
+    per_copy = [[(round(e.start * SR) - k * (len(gap) + len(clip)), round(e.end * SR) - k * (len(gap) + len(clip)),
+                  e.label, e.probs) for e in events[k * len(events) // 4:(k + 1) * len(events) // 4]]
+                for k in range(4)]
+    assert per_copy[1] == per_copy[0] and per_copy[2] == per_copy[0] and per_copy[3] == per_copy[0]
+
+
+@pytest.mark.data
+def test_the_same_speech_after_the_same_silence_gets_the_same_segments_from_silero():
+    if not EMODB.is_dir():
+        pytest.skip("../shared/data/emodb is absent")
+    from edge_ser.audio import load_audio
+
+    clips = [load_audio(p) for p in sorted(EMODB.glob("*.wav"))[:3]]
+    one = np.concatenate([np.zeros(SR, np.float32), clips[0], np.zeros(SR // 2, np.float32), clips[1],
+                          np.zeros(SR, np.float32), clips[2]])
+    vad = Vad("silero")
+    segments = vad.feed(np.tile(one, 4)) + vad.feed(np.zeros(SR, np.float32)) + vad.flush()
+    per_copy = [[(s.start - k * len(one), s.end - k * len(one)) for s in segments if s.start // len(one) == k]
+                for k in range(4)]
+    assert len(per_copy[0]) == 3 and all(copy == per_copy[0] for copy in per_copy)
+
+
+@pytest.mark.parametrize("options", [dict(min_speech_s=float("nan")), dict(min_silence_s=float("nan")),
+                                     dict(pad_s=float("inf")), dict(max_speech_s=float("inf")),
+                                     dict(steady_s=float("inf")), dict(frame_ms=20.0), dict(frame_ms=True),
+                                     dict(webrtc_mode=1.5), dict(threshold_db="10"), dict(pad_s=-0.1),
+                                     dict(max_speech_s=0), dict(silero_threshold=1.0), dict(steady_s=1e9)])
+def test_bad_vad_options_are_clear_errors(options):
+    # red-team N17: nan/inf reached math.ceil/round (ValueError, OverflowError), frame_ms=20.0 reached numpy
+    name = next(iter(options))
+    with pytest.raises(EdgeSerError, match=f"VadOptions {name}"):
+        VadOptions(**options)
+
+
+@pytest.mark.parametrize("kwargs", [dict(window_s=float("nan")), dict(hop_s=float("inf")), dict(window_s="2"),
+                                    dict(threads=2.5), dict(threads=True), dict(variant=3), dict(bundle=42)])
+def test_bad_recognizer_arguments_are_clear_errors(tiny_bundle, kwargs):
+    kwargs = {"bundle": tiny_bundle, **kwargs}
+    with pytest.raises(EdgeSerError, match=next(iter(set(kwargs) - {"bundle"}), "bundle")):
+        Recognizer(**kwargs)
+
+
+def test_clips_and_recordings_need_their_sample_rate(recognizer):
+    # newcomer item 3: predict(x) took any audio for 16 kHz without a word
+    with pytest.raises(TypeError, match="sample_rate"):
+        recognizer.predict(tone(1.0, 0.5))
+    with pytest.raises(TypeError, match="sample_rate"):
+        recognizer.process(tone(1.0, 0.5))
+    with pytest.raises(TypeError, match="sample_rate"):
+        recognizer.stream()
+    with pytest.raises(AudioError, match="sample rate"):
+        recognizer.stream(True)
+
+
+def test_a_stream_at_another_rate_gives_the_events_of_run(recognizer, scene, tmp_path):
+    # newcomer item 3: 22.05 kHz chunks fed as if 16 kHz gave other events than `edge-ser run` on the file
+    from edge_ser.audio import stream_audio
+
+    x22 = soxr_resample(scene[0], SR, 22050)
+    wav = tmp_path / "scene22.wav"
+    sf.write(wav, x22, 22050, subtype="FLOAT")
+    stream = recognizer.stream(SR)
+    cli_events = [e for chunk in stream_audio(wav, sr=SR) for e in stream.feed(chunk)] + stream.flush()
+    assert len(cli_events) == 3
+    for sizes in ([2205], [999, 4410, 17]):
+        stream, events, i = recognizer.stream(22050), [], 0
+        for size in itertools.cycle(sizes):
+            if i >= len(x22):
+                break
+            events += stream.feed(x22[i:i + size])
+            i += size
+        assert strip(events + stream.flush()) == strip(cli_events), sizes
+    assert strip(recognizer.process(x22, 22050)) == strip(cli_events)
+
+
+def soxr_resample(x, sr_in, sr_out):
+    import soxr
+    return soxr.resample(x, sr_in, sr_out).astype(np.float32)
+
+
 def test_unknown_vad(tiny_bundle):
     with pytest.raises(EdgeSerError, match="unknown VAD"):
         Recognizer(tiny_bundle, vad="loudness")
@@ -493,3 +583,95 @@ def test_run_argument_errors(tiny_bundle, tmp_path, capsys):
     assert run_main("run", tiny_bundle, "--input", tmp_path / "nothing.wav") == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("error:") for line in err)
+
+
+def test_a_file_without_speech_says_so(tiny_bundle, tmp_path, capsys):
+    """Newcomer: a file with no speech found printed nothing on stdout; the summary had microphone counters."""
+    from edge_ser.bundle import load_bundle
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(SR * 3 // 2, np.float32), SR)
+    assert run_main("run", tiny_bundle, "--input", silent) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"no_speech": True, "duration_s": 1.5, "bundle": load_bundle(tiny_bundle).id, "variant": "fp32"}]
+    assert "0 segments (no speech found), 1.500 s audio in " in err
+    assert "chunks skipped" not in err and "overflows" not in err and "dropped" not in err
+
+
+def test_a_short_clip_the_vad_misses_is_classified_whole(tiny_bundle, tmp_path, capsys):
+    """Newcomer: short clips (0.2 s of speech, or quiet ones) got no event; now the trimmed clip is classified whole."""
+    x = np.concatenate([np.zeros(SR // 2, np.float32), tone(0.15, 0.8), np.zeros(SR // 2, np.float32)])
+    clip = tmp_path / "short.wav"
+    sf.write(clip, x, SR)
+    assert run_main("run", tiny_bundle, "--input", clip, "--vad", "energy") == 0
+    (event,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert event["vad_fallback"] is True and 0.4 < event["start"] < event["end"] < 0.75
+    rec = Recognizer(tiny_bundle, vad="energy")
+    expected = rec.predict(x, SR)   # as eval scores a clip: trimmed, classified whole
+    assert event["label"] == expected.label and event["probs"] == {k: round(v, 4) for k, v in expected.probs.items()}
+    assert rec.process(x, SR) == []   # the API's events stay the VAD's
+
+
+def test_a_file_given_as_the_bundle_says_so(tmp_path, capsys):
+    """Newcomer: `edge-ser run talk.wav` said only 'give exactly one of --input and --mic'."""
+    talk = tmp_path / "talk.wav"
+    sf.write(talk, tone(1.0, 0.5), SR)
+    for path in (talk, "missing.wav"):
+        assert run_main("run", path) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert "taken as the bundle" in line and f"edge-ser run --input {path}" in line
+
+
+def test_a_decode_error_shows_no_bytes_repr(tiny_bundle, tmp_path, capsys):
+    """Newcomer: `Error opening b'recordings/broken.wav'`."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF" + bytes(100))
+    assert run_main("run", tiny_bundle, "--input", broken) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "b'" not in line and f"{broken}: not decodable audio" in line
+
+
+def test_a_long_timeline_wraps_and_names_every_segment(monkeypatch, tmp_path):
+    """Newcomer: a 10 min plot was a cloud of dots at 11 inches, with no label in the strip and no summary."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from edge_ser.recognizer import Event
+    from edge_ser.timeline import plot_timeline
+    seen = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, f, **kw: seen.append(fig))
+    labels = ["anger", "neutral", "sadness"]
+    events = [Event(t, t + 2.0, labels[i % 3], {k: 0.6 if k == labels[i % 3] else 0.2 for k in labels}, 1.0,
+                    [(t, t + 2.0, [0.6 if k == labels[i % 3] else 0.2 for k in labels])])
+              for i, t in enumerate(np.arange(1.0, 598.0, 4.0))]
+    plot_timeline(events, labels, 600.0, tmp_path / "p.png", title="talk.wav: ready model")
+    fig = seen[0]
+    assert len(fig.axes) == 10   # 5 rows of 120 s: probabilities and a label strip each
+    strips = fig.axes[1::2]
+    assert sum(len(a.texts) for a in strips) == len(events)   # every segment named
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["anger 33%", "neutral 33%", "sadness 33%"]
+    assert fig._suptitle.get_text().startswith("talk.wav: ready model (150 segments")
+    single = [line for a in fig.axes[::2] for line in a.lines if line.get_marker() == "o"]
+    assert single and all(len(line.get_xdata()) == len(events) for line in single)   # a dot per segment
+
+
+def test_the_plot_title_names_the_bundle(tiny_bundle, scene, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    seen = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, f, **kw: seen.append(fig._suptitle.get_text()))
+    wav = tmp_path / "scene.wav"
+    sf.write(wav, scene[0], SR)
+    assert run_main("run", tiny_bundle, "--input", wav, "--plot", tmp_path / "p.png") == 0
+    assert seen[0].startswith(f"scene.wav: {tiny_bundle.name}, variant fp32 (")
+
+
+def test_ctrl_c_anywhere_says_interrupted(tiny_bundle, tmp_path, capsys, monkeypatch):
+    """N21: typer turns Ctrl-C into a silent exit 130; the CLI says 'interrupted'."""
+    import edge_ser.run
+
+    def interrupted(spec):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(edge_ser.run, "list_inputs", interrupted)
+    assert run_main("run", tiny_bundle, "--input", tmp_path) == 130
+    assert capsys.readouterr().err == "interrupted\n"

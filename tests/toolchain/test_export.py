@@ -56,7 +56,7 @@ def config(data, out, teacher, **kw):
     from edge_ser_export.pipeline import ExportConfig
     return ExportConfig(**{**dict(data=data, out=out, teacher=str(teacher), test_speakers=1, val_speakers=0,
                                   student_blocks=1, distill_epochs=1, augment=1, calibration_clips=4, parity_clips=4,
-                                  head="linear"), **kw})
+                                  head="all"), **kw})
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def corpus(tmp_path_factory):
     return tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-VARIANTS = {"teacher-fp32", "student-fp32", "student-int8-u8u8", "student-int8-u8s8", "student-ov-fp32",
+VARIANTS = {"teacher-fp32", "teacher-int8-u8u8", "teacher-int8-u8s8", "student-fp32", "student-int8-u8u8",
+            "student-int8-u8s8", "student-ov-fp32",
             "student-ov-int8"}
 
 
@@ -265,7 +266,7 @@ def test_predictions_start_as_least_squares_fit(tmp_path):
 
 def _export_cmd(corpus, teacher, out):
     return [sys.executable, "-m", "edge_ser", "export", "--data", str(corpus), "--teacher", str(teacher), "--out",
-            str(out), "--test-speakers", "1", "--val-speakers", "0", "--distill-epochs", "1", "--head", "linear"]
+            str(out), "--test-speakers", "1", "--val-speakers", "0", "--distill-epochs", "1", "--head", "all"]
 
 
 def test_export_makes_no_network_attempt(tmp_path, corpus):

@@ -1,0 +1,185 @@
+"""Data efficiency of `edge-ser adapt`: UA against labelled clips per class, on corpora the base bundle never saw.
+
+For each corpus, the base bundle is a leave-one-corpus-out bundle of ``benchmarks/ready_model.py --stage loco``
+(``build/general/loco-CORPUS``: it learned from the other corpora only) or, for BAVED, which no bundle here
+learned from, the ready model. The corpus's own label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3
+arousal levels, TurEV-DB 4). Speakers are split in two halves (repeated with other splits); 4, 8, 16, 32 clips per
+class are drawn from the training half only and the test half is scored, so no test speaker is ever used.
+
+- adapt: the base bundle's `auto` variant embeds the clips; the head is `edge-ser adapt`'s
+  (:func:`edge_ser.head.fit_linear`: the same function on the same embeddings).
+- eGeMAPS: openSMILE's eGeMAPSv02 functionals (88) with the same head, also at 64 clips per class (the seed's
+  claim: 8 clips per class with pretrained features beat hand-crafted features with 64).
+
+Then one timed `edge-ser adapt` of 4 labels x 8 clips on one core (wall time and peak RSS, torch never imported).
+
+Usage: python benchmarks/adapt_curves.py [--data ../shared/data] [--bases build/general] [--repeats 3]
+Writes benchmarks/results/adapt_curves.{md,json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_ser import Recognizer
+from edge_ser.adapt import embed_clips
+from edge_ser.bench.report import machine
+from edge_ser.bundle import ready_model_path
+from edge_ser.data import load_corpus, load_waveforms
+from edge_ser.head import fit_linear
+from edge_ser.metrics import scores
+from edge_ser_export.features import baseline_features
+
+CORPORA = {"emodb": "emodb", "banglaser": "banglaser", "baved": "baved/manifest.csv", "turev": "turev/manifest.csv"}
+SIZES = (4, 8, 16, 32)
+HANDCRAFTED_SIZES = (*SIZES, 64)
+CACHE = Path("benchmarks/results/cache")
+
+
+def base_for(name: str, bases: Path) -> Path | None:
+    loco = bases / f"loco-{name}"
+    if (loco / "edge-ser.json").is_file():
+        return loco
+    return ready_model_path() if name == "baved" else None
+
+
+def ua_of(x: np.ndarray, y: np.ndarray, spk: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int) -> float:
+    head, _ = fit_linear(x[train], y[train], n_classes, groups=spk[train])
+    return scores(y[test], head.probs(x[test]).argmax(1), n_classes)["ua"]
+
+
+def draw(y: np.ndarray, pool: np.ndarray, n: int, rng) -> np.ndarray:
+    return np.concatenate([rng.permutation(pool[y[pool] == c])[:n] for c in np.unique(y)])
+
+
+def corpus_curves(name: str, folder: Path, base: Path, repeats: int) -> dict:
+    corpus = load_corpus(folder)
+    waves, corpus = load_waveforms(corpus)
+    y = np.array([corpus.labels.index(it.label) for it in corpus.items])
+    spk = np.array([it.speaker for it in corpus.items])
+    rec = Recognizer(base, threads=1)
+    key = re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{rec.bundle.id}_{rec.variant}")
+    path = CACHE / f"embeddings_{key}.npy"
+    if path.is_file():
+        emb = np.load(path)
+    else:
+        emb = embed_clips(rec, waves)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(path, emb)
+    hand = baseline_features("egemaps", waves, CACHE)
+    speakers = np.array(sorted(set(spk)))
+    out = {"labels": corpus.labels, "clips": len(y), "speakers": len(speakers), "base": base.name,
+           "variant": rec.variant, "adapt": {}, "egemaps": {}}
+    for r in range(repeats):
+        rng = np.random.default_rng(r)
+        order = rng.permutation(speakers)
+        test_spk = order[:len(order) // 2]
+        train_pool = np.flatnonzero(~np.isin(spk, test_spk))
+        test = np.flatnonzero(np.isin(spk, test_spk))
+        for n in HANDCRAFTED_SIZES:
+            train = draw(y, train_pool, n, np.random.default_rng(1000 + r))
+            if n in SIZES:
+                out["adapt"].setdefault(n, []).append(ua_of(emb, y, spk, train, test, len(corpus.labels)))
+            out["egemaps"].setdefault(n, []).append(ua_of(hand, y, spk, train, test, len(corpus.labels)))
+    return out
+
+
+def timed_adapt(data: Path, base: Path) -> dict:
+    """`edge-ser adapt` of 4 TurEV-DB labels x 8 clips (3 speakers) on one core: wall seconds, peak RSS."""
+    rows = list(csv.DictReader(open(data / "turev" / "manifest.csv")))
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(Path(tmp) / "clips.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "speaker"])
+            for label in sorted({r["label"] for r in rows}):
+                pool = [r for r in rows if r["label"] == label and r["speaker"] in ("1358", "1984", "6783")]
+                for i in rng.permutation(len(pool))[:8]:
+                    w.writerow([str((data / "turev" / pool[i]["path"]).resolve()), label, pool[i]["speaker"]])
+        code = ("import resource, sys, time; t = time.time(); from edge_ser.cli import main\n"
+                "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code\n"
+                "print(time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'torch' in sys.modules)")
+        done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code, "adapt", str(base), "--data",
+                               str(Path(tmp) / "clips.csv"), "--out", str(Path(tmp) / "out"), "--threads", "1"],
+                              capture_output=True, text=True, check=True)
+    wall, rss_kb, torch = done.stdout.split()
+    return {"clips": 32, "labels": 4, "wall_s": round(float(wall), 2), "peak_rss_mb": round(int(rss_kb) / 1024, 1),
+            "torch_imported": torch == "True", "summary": done.stderr.strip().splitlines()[-1]}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), sharey=True)
+    for ax, (name, r) in zip(np.atleast_1d(axes), results.items()):
+        for method, style in (("adapt", "o-"), ("egemaps", "s--")):
+            sizes = sorted(r[method], key=int)
+            ax.errorbar([int(s) for s in sizes], [np.mean(r[method][s]) for s in sizes],
+                        yerr=[np.std(r[method][s]) for s in sizes], fmt=style, capsize=3,
+                        label="adapt (pretrained)" if method == "adapt" else "eGeMAPS + same head")
+        ax.axhline(1 / len(r["labels"]), color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{name} ({len(r['labels'])} classes)")
+        ax.set_xlabel("labelled clips per class")
+    np.atleast_1d(axes)[0].set_ylabel("UA, unseen speakers")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--bases", type=Path, default=Path("build/general"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    results, missing = {}, []
+    for name, rel in CORPORA.items():
+        base = base_for(name, args.bases)
+        if base is None:
+            missing.append(name)
+            continue
+        results[name] = corpus_curves(name, args.data / rel, base, args.repeats)
+    report = {"machine": machine(), "results": results, "missing_bases": missing,
+              "timed_adapt": timed_adapt(args.data, ready_model_path())}
+    lines = ["| corpus (classes, base) | method | " + " | ".join(map(str, HANDCRAFTED_SIZES)) + " |",
+             "|---|---|" + "---|" * len(HANDCRAFTED_SIZES)]
+    for name, r in results.items():
+        for method in ("adapt", "egemaps"):
+            cells = [f"{np.mean(r[method][n]):.3f} ± {np.std(r[method][n]):.3f}" if n in r[method] else "-"
+                     for n in HANDCRAFTED_SIZES]
+            lines.append(f"| {name} ({len(r['labels'])}, {r['base']}) | {method} | " + " | ".join(cells) + " |")
+    claim = []
+    for name, r in results.items():
+        few, many = np.mean(r["adapt"][8]), np.mean(r["egemaps"][64])
+        claim.append(f"{name}: adapt at 8 per class {few:.3f} vs eGeMAPS at 64 per class {many:.3f}: "
+                     + ("holds" if few > many else "does NOT hold"))
+    t = report["timed_adapt"]
+    text = (f"UA on the unseen half of the speakers (mean ± sd over {args.repeats} speaker splits); "
+            f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})\n\n" + "\n".join(lines)
+            + "\n\nThe seed's claim, per corpus:\n\n" + "\n".join(f"- {c}" for c in claim)
+            + (f"\n\nNo leave-one-corpus-out base bundle for: {', '.join(missing)} (run benchmarks/ready_model.py "
+               "--stage loco)" if missing else "")
+            + f"\n\nTimed `edge-ser adapt`, 4 labels x 8 clips, one core: {t['wall_s']} s wall, "
+              f"{t['peak_rss_mb']} MB peak RSS, torch imported: {t['torch_imported']}\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "adapt_curves.md").write_text(text)
+    (args.results / "adapt_curves.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if results:
+        plot(results, args.results / "adapt_curves.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
