@@ -10,7 +10,9 @@ zero padding here, and BanglaSER's ~1 s at -85 dBFS around the words, which |x| 
 to -23 dBFS RMS (peak at most 0.9); a random quarter lie over pink noise at -50 dBFS. The truth is the trimmed clip
 spans, so louder room tone still counts as speech. Gaps: 0.5-4 s, the kinds in shuffled rounds: near-silence
 (white dither at -80 dBFS), white and pink noise at -50/-40/-30 dBFS, mains hum at 50 and 60 Hz (harmonics 1-5 at
-amplitude 1/h, -30 dBFS in all), DC offset 0.1 (over the dither); 20 ms fades, so no clicks. Levels: RMS re 1.0.
+amplitude 1/h, -30 dBFS in all), DC offset 0.1 (over the dither), and three unsteady sounds that are not speech at
+-30 dBFS: music (harmonic notes of 0.2-0.6 s, decaying), clatter (decaying noise bursts, four a second) and throb
+(pink noise whose level swings by 20 dB four times a second); 20 ms fades, so no clicks. Levels: RMS re 1.0.
 
 Each VAD (default VadOptions) gets the stream in 0.1 s chunks. Segments include pad_s of padding on each side, so
 the truth is expanded by pad_s for frame scores and boundaries. found: true regions that one segment overlaps by
@@ -39,7 +41,7 @@ from edge_ser.vad import VADS, Vad, VadOptions
 log = logging.getLogger("vad_compare")
 CORPORA = (("emodb", "*.wav"), ("banglaser", "*.flac"), ("baved", "*.flac"), ("turev", "*.flac"))
 GAPS = ("near-silence", "white -50", "white -40", "white -30", "pink -50", "pink -40", "pink -30",
-        "hum 50", "hum 60", "DC 0.1")
+        "hum 50", "hum 60", "DC 0.1", "music -30", "clatter -30", "throb -30")
 SPEECH_DB, BED_DB, HUM_DB, DITHER_DB, TRIM_DB = -23.0, -50.0, -30.0, -80.0, -50.0
 NOISY_SHARE, CHUNK_S, FRAME_S, FADE_S = 0.25, 0.1, 0.01, 0.02
 
@@ -72,6 +74,23 @@ def gap_sound(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
         t = np.arange(n) / SAMPLE_RATE
         x = sum(np.sin(2 * np.pi * h * float(value) * t + rng.uniform(0, 2 * np.pi)) / h for h in range(1, 6))
         return fade(at_level(x, HUM_DB))
+    t = np.arange(n) / SAMPLE_RATE
+    if name == "music":     # a melody of harmonic notes, 0.2-0.6 s each, decaying
+        x, start = np.zeros(n), 0
+        while start < n:
+            f0, length = 220 * 2 ** (rng.integers(0, 24) / 12), round(rng.uniform(0.2, 0.6) * SAMPLE_RATE)
+            u = t[:min(length, n - start)]
+            x[start:start + len(u)] = sum(np.sin(2 * np.pi * f0 * h * u) / h ** 1.5 for h in range(1, 8)) * \
+                np.exp(-4 * u)
+            start += length
+        return fade(at_level(x, float(value)))
+    if name == "clatter":   # decaying noise bursts (dishes, keys), four a second on average
+        x = np.zeros(n)
+        for at in rng.integers(0, max(1, n - 800), size=max(1, round(4 * n / SAMPLE_RATE))):
+            x[at:at + 800] += rng.standard_normal(800) * np.exp(-np.arange(800) / 100)
+        return fade(at_level(x, float(value))) + noise(rng, n, "white", DITHER_DB)
+    if name == "throb":     # pink noise whose level rises and falls by 20 dB four times a second (a machine)
+        return fade(at_level(noise(rng, n, "pink", 0.0) * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)), float(value)))
     dc = fade(np.full(n, float(value))) if name == "DC" else 0.0
     return noise(rng, n, "white", DITHER_DB) + dc
 

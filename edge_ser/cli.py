@@ -145,6 +145,7 @@ def run(
     list_devices: bool = typer.Option(False, help="List audio input devices and exit."),
     backend: Optional[Backend] = BACKEND,
     variant: str = VARIANT,
+    prefer: Prefer = PREFER,
     threads: Optional[int] = THREADS,
     window: Optional[float] = typer.Option(None, callback=_positive, help="Window seconds [default: the bundle's]."),
     hop: Optional[float] = typer.Option(None, min=0.01, max=600, help="Hop seconds, at least 0.01 [default: the "
@@ -188,7 +189,8 @@ def run(
         if output is not None and plot.resolve() == output.resolve():
             raise EdgeSerError(f"--plot {plot} is the same file as --output; choose another --plot")
         check_output(plot, inputs, bundle, overwrite, option="--plot")
-    settings = Settings(str(bundle), variant, backend and backend.value, threads, window, hop, vad.value)
+    settings = Settings(str(bundle), variant, backend and backend.value, threads, window, hop, vad.value,
+                        prefer=prefer.value)
     if batch:
         _run_batch(inputs, settings, output, overwrite, jobs, dask)
     else:
@@ -204,31 +206,40 @@ def eval_(
                                             "FROM=TO[,FROM=TO...]; FROM= drops FROM (e.g. calm=neutral,boredom=). "
                                             "Labels the model does not know are left out and counted."),
     variant: Optional[list[str]] = typer.Option(None, "--variant", "--model", callback=_name,
-                                                help="Variant(s) to score [default: every one an installed "
-                                                "engine runs] (--model is a deprecated alias)."),
+                                                help="Variant(s) to score, 'auto' for the one --prefer "
+                                                "picks [default: every one an installed engine runs] (--model is a "
+                                                "deprecated alias)."),
+    prefer: Prefer = PREFER,
     backend: Optional[Backend] = BACKEND,
     threads: Optional[int] = THREADS,
-    as_json: bool = typer.Option(False, "--json", help="Print {\"variants\": {NAME: {ua, wa, f1, n}}} on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Print {\"variants\": {NAME: {ua, wa, f1, n, ece, recall}}} "
+                                 "on stdout."),
 ):
-    """Score the variants of a bundle on labelled data (UA, WA, macro-F1)."""
+    """Score the variants of a bundle on labelled data (UA, WA, macro-F1, calibration error)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from .bundle import load_bundle
     from .evaluate import evaluate_bundle
+    from .targets import choose_variant
 
     bundle = bundle or default_bundle()
     data = data or default_data()
+    if variant and "auto" in variant:
+        auto = choose_variant(load_bundle(bundle, verify=False), backend and backend.value, prefer=prefer.value).name
+        variant = list(dict.fromkeys(auto if v == "auto" else v for v in variant))
     result = evaluate_bundle(bundle, data, variants=variant, backend=backend and backend.value, threads=threads,
                              label_map=label_map)
     if as_json:
         print(json.dumps(result))
         return
     table = Table(title=Text(clean(f"{bundle} on {data}")))
-    for col in ("variant", "UA", "WA", "macro-F1", "n"):
+    for col in ("variant", "UA", "WA", "macro-F1", "ECE", "n"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for name, m in result["variants"].items():
-        table.add_row(Text(clean(name)), f"{m['ua']:.3f}", f"{m['wa']:.3f}", f"{m['f1']:.3f}", str(m["n"]))
+        table.add_row(Text(clean(name)), f"{m['ua']:.3f}", f"{m['wa']:.3f}", f"{m['f1']:.3f}", f"{m['ece']:.3f}",
+                      str(m["n"]))
     Console().print(table)
 
 

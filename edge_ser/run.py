@@ -8,10 +8,10 @@ without ``--overwrite`` and never writes over an input. Batch mode appends each 
 own JSON Lines made by the same bundle and variant (every record names them), and first drops the lines of a
 file that a crash left unfinished.
 
-Every record carries ``bundle`` (:attr:`edge_ser.bundle.Bundle.id`) and ``variant``. A file in which the VAD
-found no speech gets a ``no_speech`` record, unless it is short (at most ``FALLBACK_MAX_S``) and its level rises
-and falls as speech does (:func:`edge_ser.vad.varies_like_speech`): then the clip, trimmed, is classified whole
-as one event marked ``"vad_fallback": true``.
+Every record but an error carries ``bundle`` (:attr:`edge_ser.bundle.Bundle.id`) and ``variant``. A file in which
+the VAD found no speech gets a ``no_speech`` record, unless it is short (at most ``FALLBACK_MAX_S``) and its level
+rises and falls as speech does (:func:`edge_ser.vad.varies_like_speech`): then the clip, trimmed, is classified
+whole as one event marked ``"vad_fallback": true``.
 
 :func:`process_file` is the per-file unit of batch mode: worker processes (``--jobs``) and a Dask cluster
 (:mod:`edge_ser.distributed`) run that same function.
@@ -246,6 +246,7 @@ class Settings:
     hop_s: float | None = None
     vad: str = DEFAULT_VAD
     vad_options: VadOptions = field(default_factory=VadOptions)
+    prefer: str = "balanced"
 
 
 @lru_cache(maxsize=2)
@@ -253,7 +254,7 @@ def recognizer_for(settings: Settings) -> Recognizer:
     """One recognizer per process and settings (workers build theirs once)."""
     return Recognizer(settings.bundle, variant=settings.variant, backend=settings.backend, threads=settings.threads,
                       window_s=settings.window_s, hop_s=settings.hop_s, vad=settings.vad,
-                      vad_options=settings.vad_options)
+                      vad_options=settings.vad_options, prefer=settings.prefer)
 
 
 def file_summary(events: list[Event], labels: list[str], duration_s: float) -> dict:

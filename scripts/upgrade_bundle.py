@@ -1,6 +1,7 @@
 """Convert a schema-2 bundle (each graph ends in its own linear head) to schema 3 (graphs end in the pooled
 embedding; the head is a separate file), without re-exporting: the head's numbers are taken out of the graph
-(int8 weights dequantized) and the graph is cut where the head began.
+(of a float variant where the model has one, else its int8 weights dequantized) and the graph is cut where the
+head began.
 
 Needs the toolchain's onnx package. Usage: python scripts/upgrade_bundle.py OLD_BUNDLE --out NEW_BUNDLE
 """
@@ -36,7 +37,7 @@ def split(model: onnx.ModelProto) -> tuple[onnx.ModelProto, LinearHead]:
     head = LinearHead(init["head.norm.mean"][layers].ravel().astype(np.float64),
                       init["head.norm.scale"][layers].ravel().astype(np.float64),
                       np.asarray(weight, np.float64), init["head.linear.bias"].astype(np.float64))
-    keep = [n for n in g.node if not n.name.startswith("/head/") and "probs" not in n.output]
+    keep = [n for n in g.node if not n.name.startswith("/head/") and g.output[0].name not in n.output]
     keep += [helper.make_node("Gather", [sub.input[0], "head.layers"], ["picked"], axis=1, name="/embed/Gather"),
              helper.make_node("Flatten", ["picked"], [mf.OUTPUT_NAME], axis=1, name="/embed/Flatten")]
     used = {i for n in keep for i in n.input}
@@ -62,7 +63,8 @@ def upgrade(old: Path, out: Path) -> mf.Manifest:
             before = load_graph([(old / v["files"][0]).read_bytes()])(probe)
             after = head.probs(load_graph([graph.SerializeToString()])(probe))
             print(f"{name}: max |dp| old vs split {np.abs(before - after).max():.2e}", file=sys.stderr)
-            heads[v["model"]] = head
+            if v["precision"] != "int8" or v["model"] not in heads:   # a float head wins over a dequantized one
+                heads[v["model"]] = head
             v["head"] = v["model"]
         for key, head in heads.items():
             (tmp / f"head-{key}.npz").write_bytes(head.to_bytes())
