@@ -31,6 +31,7 @@ import numpy as np
 
 from edge_ser import Recognizer
 from edge_ser.adapt import embed_clips
+from edge_ser.bench.pi import PI_SLOWDOWN
 from edge_ser.bench.report import machine
 from edge_ser.bundle import ready_model_path
 from edge_ser.data import load_corpus, load_waveforms
@@ -104,15 +105,20 @@ def timed_adapt(data: Path, base: Path) -> dict:
                 pool = [r for r in rows if r["label"] == label and r["speaker"] in ("1358", "1984", "6783")]
                 for i in rng.permutation(len(pool))[:8]:
                     w.writerow([str((data / "turev" / pool[i]["path"]).resolve()), label, pool[i]["speaker"]])
-        code = ("import resource, sys, time; t = time.time(); from edge_ser.cli import main\n"
+        code = ("import sys; from edge_ser.cli import main\n"
                 "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code\n"
-                "print(time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'torch' in sys.modules)")
-        done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code, "adapt", str(base), "--data",
-                               str(Path(tmp) / "clips.csv"), "--out", str(Path(tmp) / "out"), "--threads", "1"],
-                              capture_output=True, text=True, check=True)
-    wall, rss_kb, torch = done.stdout.split()
+                "print('torch' in sys.modules)")
+        # /usr/bin/time reports the peak RSS of a process it started (Linux keeps ru_maxrss across exec, so the
+        # child must not be forked from this big process directly)
+        done = subprocess.run(["taskset", "-c", "0", "/usr/bin/time", "-f", "%e %M", sys.executable, "-c", code,
+                               "adapt", str(base), "--data", str(Path(tmp) / "clips.csv"), "--out",
+                               str(Path(tmp) / "out"), "--threads", "1"], capture_output=True, text=True, check=True)
+    torch = done.stdout.split()[-1]
+    wall, rss_kb = done.stderr.strip().splitlines()[-1].split()
+    pi = {board: [round(float(wall) * lo, 1), round(float(wall) * hi, 1)] for board, (lo, hi) in PI_SLOWDOWN.items()}
     return {"clips": 32, "labels": 4, "wall_s": round(float(wall), 2), "peak_rss_mb": round(int(rss_kb) / 1024, 1),
-            "torch_imported": torch == "True", "summary": done.stderr.strip().splitlines()[-1]}
+            "pi_projection_s": pi,
+            "torch_imported": torch == "True", "summary": done.stderr.strip().splitlines()[-2]}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -172,7 +178,9 @@ def main() -> None:
             + (f"\n\nNo leave-one-corpus-out base bundle for: {', '.join(missing)} (run benchmarks/ready_model.py "
                "--stage loco)" if missing else "")
             + f"\n\nTimed `edge-ser adapt`, 4 labels x 8 clips, one core: {t['wall_s']} s wall, "
-              f"{t['peak_rss_mb']} MB peak RSS, torch imported: {t['torch_imported']}\n")
+              f"{t['peak_rss_mb']} MB peak RSS, torch imported: {t['torch_imported']}; projected on one Pi core "
+              "(the wall time x the published Pi slowdowns of `edge-ser bench`): "
+              + ", ".join(f"{board} {lo}-{hi} s" for board, (lo, hi) in t["pi_projection_s"].items()) + "\n")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "adapt_curves.md").write_text(text)
     (args.results / "adapt_curves.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -396,7 +396,7 @@ def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None
     flushing the open segment."""
     from .audio import stream_audio
     from .mic import Counters, mic_chunks
-    from .run import (atomic_text, event_record, no_speech_record, recognizer_for, run_chunks, short_clip,
+    from .run import (atomic_file, event_record, no_speech_record, recognizer_for, run_chunks, short_clip,
                       stdin_chunks, whole_clip_event, write_line)
 
     recognizer = recognizer_for(settings)
@@ -409,7 +409,7 @@ def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None
     chunks = mic_chunks(device, sr, counters) if mic else clip
     events, terminated = [], []
     with contextlib.ExitStack() as stack:
-        f = stack.enter_context(atomic_text(output)) if output else sys.stdout
+        f = stack.enter_context(atomic_file(output)) if output else sys.stdout
         view = None
         if live:
             from .view import LiveView
@@ -449,7 +449,7 @@ def _run_one(settings, input, inputs, mic, device, output, smooth, plot) -> None
 def _run_batch(files, settings, output, overwrite, jobs, dask) -> None:
     """Every file, in worker processes or on Dask; each file's lines at once; resume from an --output that this
     bundle and variant wrote; exit 130 after Ctrl-C, 143 after SIGTERM, with what was done written and counted."""
-    from .run import appending, atomic_text, read_earlier, recognizer_for, run_batch
+    from .run import appending, atomic_file, read_earlier, recognizer_for, run_batch
 
     earlier = read_earlier(output) if output and not overwrite and output.exists() else None   # before loading
     if settings.threads is None and jobs > 1:
@@ -462,7 +462,7 @@ def _run_batch(files, settings, output, overwrite, jobs, dask) -> None:
         if output is None:
             f = sys.stdout
         else:   # --overwrite: a new file, in place at the end; else append to what an earlier run wrote
-            f = stack.enter_context(atomic_text(output) if overwrite else
+            f = stack.enter_context(atomic_file(output) if overwrite else
                                     appending(output, earlier.keep if earlier else 0))
         skip = earlier.done if earlier else set()
         with _sigterm_stops(terminated):

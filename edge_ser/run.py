@@ -131,21 +131,29 @@ def check_output(output: Path, inputs: Iterable[Path], bundle_dir: Path | None, 
 
 
 @contextlib.contextmanager
-def atomic_text(path: Path) -> Iterator[TextIO]:
-    """A text file that appears at ``path`` only when the block ends (normally or by Ctrl-C/SIGTERM, with what
-    was written so far); on an error it is removed and ``path`` is left as it was."""
+def atomic_file(path: Path, option: str = "--output", binary: bool = False, keep_partial: bool = True) -> Iterator:
+    """A file that appears at ``path`` only when the block ends, written beside it and renamed onto it (never
+    through a symbolic link); on an error it is removed and ``path`` is left as it was. Ctrl-C or SIGTERM rename what
+    was written so far into place with ``keep_partial`` (events), else remove it (a picture)."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        f = open(tmp, "x")
+        f = open(tmp, "xb" if binary else "x")
     except OSError as e:
-        raise EdgeSerError(f"cannot write --output {path}: {e.strerror}; choose another --output") from None
+        raise EdgeSerError(f"cannot write {option} {path}: {e.strerror}; choose another {option}") from None
+
+    def stopped():
+        if keep_partial:
+            f.flush()
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
     try:
-        with f, on_termination(lambda: (f.flush(), os.replace(tmp, path))):
+        with f, on_termination(stopped):
             yield f
         os.replace(tmp, path)
     except (KeyboardInterrupt, SystemExit):
         with contextlib.suppress(OSError):
-            os.replace(tmp, path)
+            os.replace(tmp, path) if keep_partial else tmp.unlink()
         raise
     except BaseException:
         with contextlib.suppress(OSError):

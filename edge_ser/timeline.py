@@ -1,13 +1,10 @@
 """``edge-ser run --plot timeline.png``: the emotion probabilities of a recording over time, speech shaded."""
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from pathlib import Path
 
 from .errors import EdgeSerError
-from .interrupt import on_termination
 from .recognizer import Event
 from .text import plain
 
@@ -104,16 +101,7 @@ def plot_timeline(events: list[Event], labels: list[str], duration_s: float, pat
 
 def _save(fig, path: Path) -> None:
     """The PNG written beside ``path`` and renamed onto it (never through a symbolic link; nothing half-written)."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        f = open(tmp, "xb")
-    except OSError as e:
-        raise EdgeSerError(f"cannot write --plot {path}: {e.strerror}; choose another --plot") from None
-    try:
-        with f, on_termination(lambda: tmp.unlink()):
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    from .run import atomic_file
+
+    with atomic_file(path, "--plot", binary=True, keep_partial=False) as f:
+        fig.savefig(f, format="png")

@@ -84,12 +84,17 @@ def test_temperature_scaling_calibrates_an_overconfident_head():
     assert report.temperature > 1.0 and report.ece < report.ece_before
 
 
+def label_folders(root, per_label: int, **amps):
+    """``root/LABEL/i.wav``: ``per_label`` speech-like clips of each label at its amplitude."""
+    for label, amp in amps.items():
+        (root / label).mkdir(parents=True)
+        for i, x in enumerate(clips(amp, per_label)):
+            sf.write(root / label / f"{i}.wav", x, SR)
+    return root
+
+
 def test_cli_adapt_on_label_folders_runtime_only(tiny_bundle, tmp_path):
-    data = tmp_path / "data"
-    for label, amp in (("shout", 0.5), ("murmur", 0.003)):
-        (data / label).mkdir(parents=True)
-        for i, x in enumerate(clips(amp, 4)):
-            sf.write(data / label / f"{i}.wav", x, SR)
+    data = label_folders(tmp_path / "data", 4, shout=0.5, murmur=0.003)
     code = ("import sys, edge_ser.cli as c; sys.argv = ['edge-ser', 'adapt', sys.argv[1], '--data', sys.argv[2], "
             "'--out', sys.argv[3]]\ntry:\n    c.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'torch' not in sys.modules, 'adapt imported torch'")
@@ -107,11 +112,7 @@ def test_cli_adapt_on_label_folders_runtime_only(tiny_bundle, tmp_path):
 
 
 def test_cli_adapt_never_replaces_a_folder_that_is_not_a_bundle(tiny_bundle, tmp_path):
-    data = tmp_path / "data"
-    for label, amp in (("a", 0.5), ("b", 0.003)):
-        (data / label).mkdir(parents=True)
-        for i, x in enumerate(clips(amp, 2)):
-            sf.write(data / label / f"{i}.wav", x, SR)
+    data = label_folders(tmp_path / "data", 2, a=0.5, b=0.003)
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "keep.txt").write_text("mine")

@@ -929,3 +929,29 @@ def test_openvino_recognizers_share_one_compiled_model(tiny_bundle):
     for _ in range(3):
         Recognizer(tiny_bundle, variant="ov-fp32", threads=1)
     assert len(engine._OPENVINO_KEEP) == kept
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8),
+                    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+_RECORD = st.fixed_dictionaries({}, optional={k: _VALUES for k in (
+    "file", "start", "end", "label", "probs", "summary", "error", "no_speech", "bundle", "variant", "reason")})
+
+
+@settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(_RECORD.map(lambda r: json.dumps(r).encode()), st.binary(max_size=40)), max_size=6),
+       cut=st.booleans())
+def test_fuzzed_outputs_resume_or_are_refused_cleanly(tmp_path_factory, lines, cut):
+    """Whatever an existing --output holds, resuming reads it or refuses it with one EdgeSerError; what it keeps
+    is whole lines of JSON."""
+    from edge_ser.run import read_earlier
+
+    out = tmp_path_factory.mktemp("resume") / "events.jsonl"
+    data = b"\n".join(lines) + (b"" if cut else b"\n")
+    out.write_bytes(data)
+    try:
+        earlier = read_earlier(out)
+    except EdgeSerError:
+        return
+    kept = data[:earlier.keep]
+    assert earlier.keep <= len(data) and (not kept or kept.endswith(b"\n"))
+    assert all(isinstance(json.loads(line), dict) for line in kept.splitlines())
