@@ -75,7 +75,8 @@ def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], **
     cfg = ExportConfig(data=manifest, out=out, teacher=teacher, test_speakers=test_speakers, overwrite=True, **options)
     done = load_bundle(out).manifest if (out / "edge-ser.json").is_file() else None
     same = {"test_speakers": ", ".join(test_speakers), "teacher": teacher,
-            **{k: ", ".join(Path(p).name for p in v) if isinstance(v, list) else str(v) for k, v in options.items()}}
+            **{k: ", ".join(Path(p).name for p in v) if isinstance(v, list) else str(v) for k, v in options.items()
+               if k != "cache"}}   # where features are kept changes no result
     if done and done.export and all(done.export.config.get(k) == v for k, v in same.items()):
         m, seconds = done, done.export.seconds
         logging.info("%s: reusing the finished export", out)
@@ -118,7 +119,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     set_enabled(True)
     manifest, speakers = combined_manifest(args.data, args.build / "EmoDB+BanglaSER+TurEV-DB.csv")
-    recipe = {**RECIPE, "unlabeled": [args.data / UNLABELED]}
+    recipe = {**RECIPE, "unlabeled": [args.data / UNLABELED], "cache": args.build / "cache"}
     report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "machine": machine(),
               "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
     args.results.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,8 @@ def export(
                                 "PyPI packages), a hub id, or a local transformers / CTranslate2 folder."),
     unlabeled: Optional[list[Path]] = typer.Option(None, help="Unlabeled audio for distillation (folders; "
                                                    "repeatable). Files of held-out speakers are left out."),
+    cache: Optional[Path] = typer.Option(None, help="Folder that keeps the teacher's features of the labelled clips, "
+                                         "so a rerun on the same clips and teacher skips computing them."),
     test_speakers: Optional[str] = typer.Option(None, callback=speakers_option, help="Held-out speakers for the "
                                                 "reported metrics: a count or names (03,08) [default: 3]."),
     val_speakers: Optional[str] = typer.Option(None, callback=speakers_option, help="Training speakers whose audio "
@@ -99,7 +101,7 @@ def export(
     except ImportError as e:
         raise EdgeSerError(f"edge-ser export needs the export toolchain ({e.name or e} is not installed): "
                            "pip install edge-ser[export] (install the CPU build of torch first, see README)") from None
-    cfg = ExportConfig(data=data, label_map=label_map, out=out, teacher=teacher, unlabeled=list(unlabeled or []),
+    cfg = ExportConfig(data=data, label_map=label_map, out=out, teacher=teacher, unlabeled=list(unlabeled or []), cache=cache,
                        test_speakers=parse_speakers(test_speakers) or 3,
                        val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 3,
                        student_blocks=student_blocks, student_width=student_width, student_init=student_init.value,

@@ -36,7 +36,7 @@ from edge_ser.targets import detect_target
 
 from . import graph, parallel
 from .distill import DistillConfig, distill, fit_predictions_on, keep_used_layers
-from .features import embed
+from .features import corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
@@ -55,6 +55,7 @@ class ExportConfig:
     label_map: str | None = None   # FROM=TO[,FROM=TO...] (edge_ser.data.parse_label_map)
     teacher: str = "whisper-base"
     unlabeled: list[Path] = field(default_factory=list)
+    cache: Path | None = None     # keeps the teacher's pooled features of the labelled clips across runs
     test_speakers: int | list[str] = 3
     val_speakers: int | list[str] = 3   # training speakers whose audio distillation skips, to score its epochs
     student_blocks: int = 1
@@ -209,7 +210,7 @@ class Export:
         self.teacher = load_teacher(cfg.teacher).eval()
         make_student(self.teacher, cfg.student_blocks, cfg.student_width, cfg.student_init, cfg.student_time_stride)
         self.teacher.to(parallel.device())
-        self.features = embed(self.teacher, self.waves, "teacher features")
+        self.features = teacher_features(self.teacher, self.waves, cfg.cache, corpus_key(self.corpus.items))
         self.teacher.cpu()
         self.layers = cfg.head   # "auto" | "all" | "best": chosen once, on the training speakers' teacher features
         probe = self.fit_head(self.features, self.fold.train)
