@@ -101,7 +101,8 @@ def export(
     except ImportError as e:
         raise EdgeSerError(f"edge-ser export needs the export toolchain ({e.name or e} is not installed): "
                            "pip install edge-ser[export] (install the CPU build of torch first, see README)") from None
-    cfg = ExportConfig(data=data, label_map=label_map, out=out, teacher=teacher, unlabeled=list(unlabeled or []), cache=cache,
+    cfg = ExportConfig(data=data, label_map=label_map, out=out, teacher=teacher, unlabeled=list(unlabeled or []),
+                       cache=cache,
                        test_speakers=parse_speakers(test_speakers) or 3,
                        val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 3,
                        student_blocks=student_blocks, student_width=student_width, student_init=student_init.value,

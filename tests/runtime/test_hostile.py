@@ -932,7 +932,8 @@ def test_openvino_recognizers_share_one_compiled_model(tiny_bundle):
 
 
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8),
-                    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                    st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 _RECORD = st.fixed_dictionaries({}, optional={k: _VALUES for k in (
     "file", "start", "end", "label", "probs", "summary", "error", "no_speech", "bundle", "variant", "reason")})
 
