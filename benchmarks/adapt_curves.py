@@ -1,13 +1,14 @@
 """Data efficiency of `edge-ser adapt`: UA against labelled clips per class, on corpora the base bundle never saw.
 
-For each corpus, the base bundle is a leave-one-corpus-out bundle of ``benchmarks/ready_model.py --stage loco``
-(``build/general/loco-CORPUS``: it learned from the other corpora only) or, for BAVED, which no bundle here
-learned from, the ready model. The corpus's own label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3
-arousal levels, TurEV-DB 4). Speakers are split in two halves (repeated with other splits); 4, 8, 16, 32 clips per
+Two bases per corpus: (1) the student of a leave-one-corpus-out bundle of ``benchmarks/ready_model.py --stage loco``
+(``build/general/loco-CORPUS``: it learned from the other corpora only) or, for BAVED, which no bundle here learned
+from, the ready model; (2) the teacher int8 variant (``--prefer accuracy``) of any such bundle: its encoder is the
+pretrained teacher itself, which never heard any of these corpora (adapt replaces the head). The corpus's own
+label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3 arousal levels, TurEV-DB 4). Speakers are split in two halves (repeated with other splits); 4, 8, 16, 32 clips per
 class are drawn from the training half only and the test half is scored, so no test speaker is ever used.
 
-- adapt: the base bundle's `auto` variant embeds the clips; the head is `edge-ser adapt`'s
-  (:func:`edge_ser.head.fit_linear`: the same function on the same embeddings).
+- adapt: the base's variant embeds the clips; the head is `edge-ser adapt`'s (:func:`edge_ser.head.fit_linear`:
+  the same function on the same embeddings).
 - eGeMAPS: openSMILE's eGeMAPSv02 functionals (88) with the same head, also at 64 clips per class (the seed's
   claim: 8 clips per class with pretrained features beat hand-crafted features with 64).
 
@@ -45,11 +46,29 @@ HANDCRAFTED_SIZES = (*SIZES, 64)
 CACHE = Path("benchmarks/results/cache")
 
 
-def base_for(name: str, bases: Path) -> Path | None:
+def student_base(name: str, bases: Path) -> Path | None:
+    """A bundle whose student never heard ``name``: its leave-one-corpus-out bundle, or for BAVED the ready model."""
     loco = bases / f"loco-{name}"
     if (loco / "edge-ser.json").is_file():
         return loco
     return ready_model_path() if name == "baved" else None
+
+
+def teacher_base(bases: Path) -> Path | None:
+    """Any bundle with teacher variants: their encoder is the pretrained teacher itself (no corpus; adapt replaces
+    the head), so it never heard any test corpus."""
+    return next((p for p in sorted(bases.glob("loco-*")) if (p / "edge-ser.json").is_file()), None)
+
+
+def embeddings(name: str, waves: list[np.ndarray], rec: Recognizer) -> np.ndarray:
+    key = re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{rec.bundle.id}_{rec.variant}")
+    path = CACHE / f"embeddings_{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    emb = embed_clips(rec, waves)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb
 
 
 def ua_of(x: np.ndarray, y: np.ndarray, spk: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int) -> float:
@@ -61,35 +80,26 @@ def draw(y: np.ndarray, pool: np.ndarray, n: int, rng) -> np.ndarray:
     return np.concatenate([rng.permutation(pool[y[pool] == c])[:n] for c in np.unique(y)])
 
 
-def corpus_curves(name: str, folder: Path, base: Path, repeats: int) -> dict:
+def corpus_curves(name: str, folder: Path, bases: dict[str, Recognizer], repeats: int) -> dict:
+    """UA per method ("adapt with BASE VARIANT" for each base, and eGeMAPS) and clips per class."""
     corpus = load_corpus(folder)
     waves, corpus = load_waveforms(corpus)
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
     spk = np.array([it.speaker for it in corpus.items])
-    rec = Recognizer(base, threads=1)
-    key = re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{rec.bundle.id}_{rec.variant}")
-    path = CACHE / f"embeddings_{key}.npy"
-    if path.is_file():
-        emb = np.load(path)
-    else:
-        emb = embed_clips(rec, waves)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.save(path, emb)
-    hand = baseline_features("egemaps", waves, CACHE)
+    features = {f"adapt: {rec.bundle.path.name} {rec.variant}": embeddings(name, waves, rec) for rec in bases.values()}
+    features["eGeMAPS + same head"] = baseline_features("egemaps", waves, CACHE)
     speakers = np.array(sorted(set(spk)))
-    out = {"labels": corpus.labels, "clips": len(y), "speakers": len(speakers), "base": base.name,
-           "variant": rec.variant, "adapt": {}, "egemaps": {}}
+    out = {"labels": corpus.labels, "clips": len(y), "speakers": len(speakers), "methods": {m: {} for m in features}}
     for r in range(repeats):
-        rng = np.random.default_rng(r)
-        order = rng.permutation(speakers)
+        order = np.random.default_rng(r).permutation(speakers)
         test_spk = order[:len(order) // 2]
         train_pool = np.flatnonzero(~np.isin(spk, test_spk))
         test = np.flatnonzero(np.isin(spk, test_spk))
         for n in HANDCRAFTED_SIZES:
             train = draw(y, train_pool, n, np.random.default_rng(1000 + r))
-            if n in SIZES:
-                out["adapt"].setdefault(n, []).append(ua_of(emb, y, spk, train, test, len(corpus.labels)))
-            out["egemaps"].setdefault(n, []).append(ua_of(hand, y, spk, train, test, len(corpus.labels)))
+            for method, x in features.items():
+                if n in SIZES or method.startswith("eGeMAPS"):
+                    out["methods"][method].setdefault(n, []).append(ua_of(x, y, spk, train, test, len(corpus.labels)))
     return out
 
 
@@ -126,19 +136,19 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), sharey=True)
+    fig, axes = plt.subplots(1, len(results), figsize=(3.4 * len(results), 3.4), sharey=True)
     for ax, (name, r) in zip(np.atleast_1d(axes), results.items()):
-        for method, style in (("adapt", "o-"), ("egemaps", "s--")):
-            sizes = sorted(r[method], key=int)
-            ax.errorbar([int(s) for s in sizes], [np.mean(r[method][s]) for s in sizes],
-                        yerr=[np.std(r[method][s]) for s in sizes], fmt=style, capsize=3,
-                        label="adapt (pretrained)" if method == "adapt" else "eGeMAPS + same head")
+        for (method, curve), style in zip(r["methods"].items(), ("o-", "^-", "s--")):
+            sizes = sorted(curve, key=int)
+            ax.errorbar([int(s) for s in sizes], [np.mean(curve[s]) for s in sizes],
+                        yerr=[np.std(curve[s]) for s in sizes], fmt=style if not method.startswith("eG") else "s--",
+                        capsize=3, label=method)
         ax.axhline(1 / len(r["labels"]), color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
-        ax.set_title(f"{name} ({len(r['labels'])} classes)")
+        ax.set_title(f"{name} ({len(r['labels'])} classes)", fontsize=9)
         ax.set_xlabel("labelled clips per class")
+        ax.legend(fontsize=6)
     np.atleast_1d(axes)[0].set_ylabel("UA, unseen speakers")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -150,32 +160,39 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
+    teacher = teacher_base(args.bases)
     results, missing = {}, []
     for name, rel in CORPORA.items():
-        base = base_for(name, args.bases)
-        if base is None:
+        bases = {}
+        student = student_base(name, args.bases)
+        if student is not None:
+            bases["student"] = Recognizer(student, threads=1)
+        else:
             missing.append(name)
-            continue
-        results[name] = corpus_curves(name, args.data / rel, base, args.repeats)
-    report = {"machine": machine(), "results": results, "missing_bases": missing,
+        if teacher is not None:
+            bases["teacher"] = Recognizer(teacher, threads=1, prefer="accuracy")
+        results[name] = corpus_curves(name, args.data / rel, bases, args.repeats)
+    report = {"machine": machine(), "results": results, "missing_student_bases": missing,
               "timed_adapt": timed_adapt(args.data, ready_model_path())}
-    lines = ["| corpus (classes, base) | method | " + " | ".join(map(str, HANDCRAFTED_SIZES)) + " |",
+    lines = ["| corpus (classes) | method | " + " | ".join(map(str, HANDCRAFTED_SIZES)) + " |",
              "|---|---|" + "---|" * len(HANDCRAFTED_SIZES)]
-    for name, r in results.items():
-        for method in ("adapt", "egemaps"):
-            cells = [f"{np.mean(r[method][n]):.3f} ± {np.std(r[method][n]):.3f}" if n in r[method] else "-"
-                     for n in HANDCRAFTED_SIZES]
-            lines.append(f"| {name} ({len(r['labels'])}, {r['base']}) | {method} | " + " | ".join(cells) + " |")
     claim = []
     for name, r in results.items():
-        few, many = np.mean(r["adapt"][8]), np.mean(r["egemaps"][64])
-        claim.append(f"{name}: adapt at 8 per class {few:.3f} vs eGeMAPS at 64 per class {many:.3f}: "
-                     + ("holds" if few > many else "does NOT hold"))
+        for method, curve in r["methods"].items():
+            cells = [f"{np.mean(curve[n]):.3f} ± {np.std(curve[n]):.3f}" if n in curve else "-"
+                     for n in HANDCRAFTED_SIZES]
+            lines.append(f"| {name} ({len(r['labels'])}) | {method} | " + " | ".join(cells) + " |")
+        many = np.mean(r["methods"]["eGeMAPS + same head"][64])
+        for method, curve in r["methods"].items():
+            if not method.startswith("eGeMAPS"):
+                few = np.mean(curve[8])
+                claim.append(f"{name}, {method}: 8 per class {few:.3f} vs eGeMAPS at 64 per class {many:.3f}: "
+                             + ("holds" if few > many else "does NOT hold"))
     t = report["timed_adapt"]
     text = (f"UA on the unseen half of the speakers (mean ± sd over {args.repeats} speaker splits); "
             f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})\n\n" + "\n".join(lines)
             + "\n\nThe seed's claim, per corpus:\n\n" + "\n".join(f"- {c}" for c in claim)
-            + (f"\n\nNo leave-one-corpus-out base bundle for: {', '.join(missing)} (run benchmarks/ready_model.py "
+            + (f"\n\nNo leave-one-corpus-out student for: {', '.join(missing)} (run benchmarks/ready_model.py "
                "--stage loco)" if missing else "")
             + f"\n\nTimed `edge-ser adapt`, 4 labels x 8 clips, one core: {t['wall_s']} s wall, "
               f"{t['peak_rss_mb']} MB peak RSS, torch imported: {t['torch_imported']}; projected on one Pi core "
@@ -184,8 +201,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "adapt_curves.md").write_text(text)
     (args.results / "adapt_curves.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if results:
-        plot(results, args.results / "adapt_curves.png")
+    plot(results, args.results / "adapt_curves.png")
     print(text)
 
 
