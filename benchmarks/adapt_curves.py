@@ -4,8 +4,9 @@ Two bases per corpus: (1) the student of a leave-one-corpus-out bundle of ``benc
 (``build/general/loco-CORPUS``: it learned from the other corpora only) or, for BAVED, which no bundle here learned
 from, the ready model; (2) the teacher int8 variant (``--prefer accuracy``) of any such bundle: its encoder is the
 pretrained teacher itself, which never heard any of these corpora (adapt replaces the head). The corpus's own
-label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3 arousal levels, TurEV-DB 4). Speakers are split in two halves (repeated with other splits); 4, 8, 16, 32 clips per
-class are drawn from the training half only and the test half is scored, so no test speaker is ever used.
+label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3 arousal levels, TurEV-DB 4). Speakers are split in
+two halves (repeated with other splits); 4, 8, 16, 32 clips per class are drawn from the training half only and the
+test half is scored, so no test speaker is ever used.
 
 - adapt: the base's variant embeds the clips; the head is `edge-ser adapt`'s (:func:`edge_ser.head.fit_linear`:
   the same function on the same embeddings).
