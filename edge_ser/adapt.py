@@ -52,7 +52,8 @@ def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list
     old = base.manifest
     spec = old.heads[recognizer.engine.variant.head]
     kept = {n: v for n, v in old.variants.items() if v.head == recognizer.engine.variant.head}
-    variants = {n: replace(v, head="adapted", metrics=None) for n, v in kept.items()}
+    # their held-out metrics and parity were measured through the old head
+    variants = {n: replace(v, head="adapted", metrics=None, parity=None) for n, v in kept.items()}
     files = {f: old.files[f] for v in kept.values() for f in v.files}
     files[HEAD_FILE] = mf.FileEntry(hashlib.sha256(data).hexdigest(), len(data))
     n_speakers = len(set(speakers)) if speakers is not None else 1
