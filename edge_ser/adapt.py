@@ -33,6 +33,16 @@ def embed_clips(recognizer, clips: list[np.ndarray], show_progress: bool = True)
                      for x in progress(clips, total=len(clips), description="embedding clips", enabled=show_progress)])
 
 
+def check_names(values: list, what: str) -> None:
+    """Each label (or speaker) of the clips is a name a manifest can hold: a non-empty string of at most
+    ``MAX_NAME`` characters."""
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, str) or not v.strip() or len(v) > mf.MAX_NAME),
+               None)
+    if bad is not None:
+        raise DatasetError(f"the {what} of clip {bad}, {values[bad]!r:.60}, is not a usable name: give each clip's "
+                           f"{what} as a non-empty string of at most {mf.MAX_NAME} characters")
+
+
 def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list[str] | None = None,
           corpus: str = "clips", skipped: dict[str, int] | None = None, show_progress: bool = False):
     """A recognizer with a new head fit on ``clips`` (16 kHz float arrays) and their ``labels`` (any label set);
@@ -40,7 +50,11 @@ def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list
     if len(clips) != len(labels) or (speakers is not None and len(speakers) != len(labels)):
         raise DatasetError(f"adapt needs one label (and one speaker, if given) per clip: {len(clips)} clips, "
                            f"{len(labels)} labels" + (f", {len(speakers)} speakers" if speakers is not None else ""))
+    check_names(labels, "label")
+    check_names(speakers or [], "speaker")
     names = sorted(set(labels))
+    if len(names) > mf.MAX_LABELS:
+        raise DatasetError(f"adapt takes at most {mf.MAX_LABELS} labels, not {len(names)}")
     counts = Counter(labels)
     if len(names) < 2 or min(counts.values()) < 2:
         raise DatasetError(f"adapt needs at least 2 labels with at least 2 clips each; got "
@@ -62,7 +76,8 @@ def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list
         old, labels=names, variants=variants, files=files, default_variant=recognizer.variant,
         heads={"adapted": mf.Head(file=HEAD_FILE, dim=head.dim, inputs=spec.inputs, fit=report.summary(),
                                   temperature=report.temperature, ece=report.ece, unsure_below=UNSURE_BELOW)},
-        data=mf.Data(corpus=corpus, clips=len(clips), speakers=n_speakers, label_counts=dict(sorted(counts.items())),
+        data=mf.Data(corpus=corpus[:mf.MAX_NAME], clips=len(clips), speakers=n_speakers,
+                     label_counts=dict(sorted(counts.items())),
                      trained_speakers=sorted(set(speakers)) if speakers is not None else [],
                      skipped=dict(skipped or {}), licences=dict(licences),
                      notes=[f"the encoder files are those of bundle {base.id} (learned from "
@@ -74,7 +89,7 @@ def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list
                            ua_spread=report.ua_spread, protocol=report.protocol,
                            speaker_independent=report.speaker_independent),
         export=None)
-    manifest.check()
+    manifest.check_written()
     new = copy.copy(recognizer)
     new.bundle = Bundle(base.path, manifest)
     new.labels = names

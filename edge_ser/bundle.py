@@ -196,7 +196,7 @@ def write_bundle(directory: Path, manifest: Manifest) -> Manifest:
                     *(h.file for h in manifest.heads.values())})
     manifest = replace(manifest, files={n: FileEntry(sha256_file(directory / n), (directory / n).stat().st_size)
                                         for n in names})
-    manifest.check()
+    manifest.check_written()
     (directory / MANIFEST).write_text(manifest.to_json())
     (directory / MODEL_CARD).write_text(model_card(manifest))
     return manifest

@@ -1,7 +1,8 @@
 """``MODEL_CARD.md``: a human-readable card generated from the same facts as the manifest."""
 from __future__ import annotations
 
-from .manifest import Manifest, Metrics
+from .manifest import MAX_MANIFEST_BYTES, Manifest, Metrics
+from .text import clean
 
 
 def _f(x) -> str:
@@ -43,9 +44,9 @@ def model_card(m: Manifest) -> str:
     if m.adapted:
         a = m.adapted
         est = f"UA {a.ua:.3f} +/- {a.ua_spread:.3f}" if a.ua is not None else "no estimate"
+        # (a protocol that is not speaker-independent says so itself)
         lines.append(f"- Adapted (`edge-ser adapt`) from bundle {a.base} (labels {', '.join(a.base_labels)}) on the "
-                     f"embeddings of {a.variant}: {est} by {a.protocol}"
-                     + ("" if a.speaker_independent else " (NOT speaker-independent)"))
+                     f"embeddings of {a.variant}: {est} by {a.protocol}")
     terms = usage_terms(m)
     lines += [f"- **Use: {terms}**"] if terms else []
     if m.data:
@@ -78,4 +79,5 @@ def model_card(m: Manifest) -> str:
               "on spontaneous speech, other languages and other recording conditions.",
               "- The label is a property of how the voice sounds, not of what the person feels; do not use it "
               "to make decisions about people.", ""]
-    return "\n".join(lines)
+    # the manifest's strings (labels, names, notes) are untrusted: no escape sequence or line break of theirs
+    return "\n".join(clean(line, MAX_MANIFEST_BYTES) for line in lines)

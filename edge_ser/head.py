@@ -17,6 +17,7 @@ probabilities are calibrated; its expected calibration error is reported.
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from dataclasses import dataclass, field
 
@@ -73,19 +74,34 @@ class LinearHead:
                     raise BundleError(bad.format(f"arrays {sorted(infos)}"))
                 if any(i.compress_type != zipfile.ZIP_STORED or i.file_size > MAX_HEAD_BYTES for i in infos.values()):
                     raise BundleError(bad.format("compressed or oversized arrays"))
-                arrays = {k: np.load(io.BytesIO(z.read(f"{k}.npy")), allow_pickle=False) for k in ARRAYS}
+                shapes = {"mean": (dim,), "scale": (dim,), "weight": (classes, dim), "bias": (classes,)}
+                arrays = {k: _npy(z.read(f"{k}.npy"), k, shapes[k], bad,
+                                  f"{classes} labels and {dim} numbers per clip") for k in ARRAYS}
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
             raise BundleError(bad.format(str(e).splitlines()[0][:100] if str(e) else type(e).__name__)) from None
-        shapes = {"mean": (dim,), "scale": (dim,), "weight": (classes, dim), "bias": (classes,)}
         for k, a in arrays.items():
-            if a.dtype != np.float32 or a.shape != shapes[k]:
-                raise BundleError(bad.format(f"{k} is {a.dtype}{list(a.shape)}, not float32{list(shapes[k])} for "
-                                             f"{classes} labels and {dim} numbers per clip"))
             if not np.isfinite(a).all():
                 raise BundleError(bad.format(f"{k} holds NaN or Inf"))
         if (arrays["scale"] <= 0).any():
             raise BundleError(bad.format("a scale is not positive"))
         return cls(**{k: a.astype(np.float64) for k, a in arrays.items()})
+
+
+def _npy(data: bytes, name: str, shape: tuple[int, ...], bad: str, context: str) -> np.ndarray:
+    """A float32 array of ``shape`` from untrusted .npy bytes: the header and the data's size are checked before the
+    shape it declares sizes any allocation (numpy allocates the whole array before reading its data)."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise BundleError(bad.format(f"{name} is .npy version {version}"))
+    declared, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                          np.lib.format.read_array_header_2_0)(f)
+    if dtype != np.float32 or declared != shape:
+        raise BundleError(bad.format(f"{name} is {dtype}{list(declared)}, not float32{list(shape)} for {context}"))
+    if len(data) - f.tell() != 4 * math.prod(shape):
+        raise BundleError(bad.format(f"{name} holds {len(data) - f.tell()} bytes of data, not {4 * math.prod(shape)}"))
+    f.seek(0)
+    return np.load(f, allow_pickle=False)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -238,14 +254,23 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
 
     ``groups`` (the speaker of each clip) makes the folds speaker-independent; ``l2`` fixes the penalty.
     """
-    X, y = np.asarray(X, np.float64), np.asarray(y, np.int64)
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.int64).reshape(-1)
     groups = None if groups is None else np.asarray(groups)
+    if X.ndim != 2 or len(X) != len(y) or (groups is not None and groups.shape != y.shape):
+        raise EdgeSerError(f"a head needs embeddings [clips, dim] with one label (and speaker, if given) per clip; "
+                           f"got embeddings {list(X.shape)}, {len(y)} labels"
+                           + (f", {groups.size} speakers" if groups is not None else ""))
+    if ((y < 0) | (y >= n_classes)).any():
+        raise EdgeSerError(f"labels must be numbered 0..{n_classes - 1}, not {sorted(set(y.tolist()))[:10]}")
     present = np.bincount(y, minlength=n_classes)
-    if X.ndim != 2 or len(X) != len(y) or (present < 2).any():
-        raise EdgeSerError(f"a head needs at least 2 clips of each of the {n_classes} labels (got "
-                           f"{present.tolist()} clips per label)")
-    if not np.isfinite(X).all():
-        raise EdgeSerError("embeddings hold NaN or Inf; the encoder is broken")
+    if n_classes < 2 or (present < 2).any():
+        raise EdgeSerError(f"a head needs at least 2 clips of each of at least 2 labels (got {present.tolist()} "
+                           "clips per label)")
+    if not np.isfinite(X).all() or np.abs(X).max() > np.finfo(np.float32).max:
+        raise EdgeSerError("embeddings hold NaN, Inf or numbers beyond float32 (what a head stores); the encoder is "
+                           "broken")
+    if l2 is not None and not (np.isfinite(l2) and l2 >= 0):
+        raise EdgeSerError(f"l2 must be a finite number >= 0, not {l2!r}")
     folds, protocol, independent = _folds(y, groups, seed)
     n_speakers = len(set(groups)) if groups is not None else 1
     grid = (l2,) if l2 is not None else (L2_GRID if n_speakers >= MIN_SPEAKERS else (DEFAULT_L2,))

@@ -33,6 +33,8 @@ FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
 MODELS = ("teacher", "student")
 MAX_STR = 4000
+MAX_LABELS = 1000               # labels of one bundle
+MAX_NAME = 200                  # characters of a label, a speaker or a corpus name
 
 
 def limits(lo: float | None = None, hi: float | None = None, *, default: Any = MISSING, items: int | None = None,
@@ -73,7 +75,7 @@ class Metrics:
     f1: float = limits(0.0, 1.0)    # macro-F1
     n: int = limits(0, 10**9)       # clips scored
     ece: float | None = limits(0.0, 1.0, default=None)   # expected calibration error of the probabilities
-    recall: dict[str, float] = limits(0.0, 1.0, default={}, items=1000)   # per label
+    recall: dict[str, float] = limits(0.0, 1.0, default={}, items=MAX_LABELS)   # per label
     target: str = limits(default="", max_len=40)   # the CPU family they were measured on (int8 kernels differ)
 
 
@@ -146,7 +148,7 @@ class Student:
     ffn: int | None = limits(1, 10**6, default=None)
     macs_per_s: int | None = limits(0, 10**15, default=None)
     distillation: list[Epoch] = limits(default=[], items=10_000)
-    validation_speakers: list[str] = limits(default=[], items=10_000, max_len=200)
+    validation_speakers: list[str] = limits(default=[], items=10_000, max_len=MAX_NAME)
 
 
 @dataclass
@@ -170,7 +172,7 @@ class Adapted:
     """What ``edge-ser adapt`` changed: a new head on the encoder files of a base bundle."""
 
     base: str = limits(max_len=200)           # the base bundle's id (SHA-256 of its manifest, 12 hex digits)
-    base_labels: list[str] = limits(default=[], items=1000, max_len=200)
+    base_labels: list[str] = limits(default=[], items=MAX_LABELS, max_len=MAX_NAME)
     variant: str = limits(default="", max_len=128)   # the variant whose embedding the head was fit on
     ua: float | None = limits(0.0, 1.0, default=None)          # cross-validated estimate ...
     ua_spread: float | None = limits(0.0, 1.0, default=None)   # ... and the standard deviation over folds
@@ -182,13 +184,13 @@ class Adapted:
 class Data:
     """What the model learned from (names and counts only: no paths of the exporting machine)."""
 
-    corpus: str = limits(max_len=200)
+    corpus: str = limits(max_len=MAX_NAME)
     clips: int = limits(0, 10**9)
     speakers: int = limits(0, 10**9)
-    test_speakers: list[str] = limits(default=[], items=10_000, max_len=200)   # held out for the metrics ...
-    trained_speakers: list[str] = limits(default=[], items=100_000, max_len=200)   # ... but the shipped files
+    test_speakers: list[str] = limits(default=[], items=10_000, max_len=MAX_NAME)   # held out for the metrics ...
+    trained_speakers: list[str] = limits(default=[], items=100_000, max_len=MAX_NAME)   # ... but the shipped files
     # learned from these (every labelled speaker): scoring the bundle on them again would be optimistic
-    label_counts: dict[str, int] = limits(0, 10**9, default={}, items=1000)
+    label_counts: dict[str, int] = limits(0, 10**9, default={}, items=MAX_LABELS)
     skipped: dict[str, int] = limits(0, 10**9, default={}, items=100)
     unlabeled: str | None = limits(default=None, max_len=MAX_STR)
     licences: dict[str, str] = limits(default={}, items=100)
@@ -213,7 +215,7 @@ class Export:
 
 @dataclass
 class Manifest:
-    labels: list[str] = limits(items=1000, max_len=200)
+    labels: list[str] = limits(items=MAX_LABELS, max_len=MAX_NAME)
     input: Input
     variants: dict[str, Variant] = limits(items=64, pattern=NAME)
     default_variant: str = limits(max_len=128)
@@ -247,6 +249,11 @@ class Manifest:
             for f in [*v.files, self.heads[v.head].file]:
                 if f not in self.files:
                     raise BundleError(f"{where}: variant {name!r} uses {f}, which has no checksum in files")
+
+    def check_written(self) -> None:
+        """Every check a reader applies (types and limits too) on this manifest as it will be written, so that no
+        writer makes a bundle that cannot be loaded."""
+        Manifest.from_json(self.to_json())
 
     def files_of(self, variant: str) -> list[str]:
         """Every file a variant needs: its graph and its head."""

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ import soundfile as sf
 from conftest import speechlike
 
 from edge_ser import EdgeSerError, Recognizer
-from edge_ser.bundle import load_bundle
-from edge_ser.errors import BundleError
+from edge_ser.adapt import adapt
+from edge_ser.bundle import load_bundle, write_bundle
+from edge_ser.errors import BundleError, DatasetError
 from edge_ser.head import MIN_SPEAKERS, LinearHead, fit_linear
 
 SR = 16000
@@ -61,6 +64,77 @@ def test_a_label_with_too_few_clips_is_refused(tiny_bundle):
         Recognizer(tiny_bundle).adapt(clips(0.5, 4) + clips(0.003, 1), ["a"] * 4 + ["b"], sample_rate=SR)
     with pytest.raises(EdgeSerError, match="one label"):
         Recognizer(tiny_bundle).adapt(clips(0.5, 4), ["a", "b"], sample_rate=SR)
+
+
+@pytest.mark.parametrize("labels, speakers, fragment", [
+    (["a"] * 3 + ["x" * 201] * 3, None, "at most 200 characters"),   # wrote a bundle that could not be loaded
+    ([1, 1, 1, 2, 2, 2], None, "label of clip 0, 1,"),                # AttributeError
+    (["a", "a", "a", 2, 2, 2], None, "label of clip 3, 2,"),          # TypeError
+    (["", "", "", "b", "b", "b"], None, "label of clip 0, ''"),       # an error about edge-ser.json
+    (["a"] * 3 + ["b"] * 3, [1, 2, 3, 1, 2, 3], "speaker of clip 0, 1,"),   # wrote a bundle that could not be loaded
+    (["a"] * 3 + ["b"] * 3, ["s" * 201] * 6, "speaker of clip 0"),
+])
+def test_labels_and_speakers_a_manifest_cannot_hold_are_refused(tiny_bundle, labels, speakers, fragment):
+    with pytest.raises(DatasetError, match=fragment):
+        Recognizer(tiny_bundle).adapt(clips(0.5, 3) + clips(0.003, 3), labels, sample_rate=SR, speakers=speakers)
+
+
+def test_the_model_card_holds_no_escape_sequence_of_the_labels(tiny_bundle, tmp_path):
+    red = "\x1b[31mred\x1b[0m"
+    Recognizer(tiny_bundle).adapt(clips(0.5, 3) + clips(0.003, 3), [red] * 3 + ["two\nlines"] * 3,
+                                  sample_rate=SR).save(tmp_path / "new")
+    assert load_bundle(tmp_path / "new").labels == [red, "two\nlines"]
+    card = (tmp_path / "new" / "MODEL_CARD.md").read_text()
+    assert "\x1b" not in card and "\\x1b[31mred" in card and "two\\nlines" in card
+    adapted = next(line for line in card.splitlines() if line.startswith("- Adapted"))
+    assert adapted.count("NOT speaker-independent") == 1   # was said twice
+
+
+def test_more_labels_than_a_manifest_holds_are_refused_before_embedding(tiny_bundle):
+    rec = Recognizer(tiny_bundle)
+    rec.embed = None   # embedding would fail: the check comes first
+    labels = [f"l{i}" for i in range(1001) for _ in range(2)]
+    with pytest.raises(DatasetError, match="at most 1000 labels, not 1001"):
+        adapt(rec, [np.zeros(400, np.float32)] * len(labels), labels)
+
+
+def test_no_bundle_is_written_that_cannot_be_loaded(tiny_bundle, tmp_path):
+    m = load_bundle(tiny_bundle).manifest
+    shutil.copytree(tiny_bundle, tmp_path / "b")
+    with pytest.raises(BundleError, match="longer than 200"):
+        write_bundle(tmp_path / "b", replace(m, labels=["x" * 201, "b", "c"]))
+    assert load_bundle(tmp_path / "b").manifest.labels == m.labels   # the manifest was not replaced
+
+
+def test_a_long_data_folder_name_still_makes_a_loadable_bundle(tiny_bundle, tmp_path):
+    data = label_folders(tmp_path / ("d" * 230), 2, a=0.5, b=0.003)
+    r = cli("adapt", tiny_bundle, "--data", data, "--out", tmp_path / "new")
+    assert r.returncode == 0, r.stderr
+    assert load_bundle(tmp_path / "new").manifest.data.corpus == "d" * 200
+
+
+@pytest.mark.parametrize("x, y, kwargs, fragment", [
+    (np.full((4, 2), 1e300) * [[1], [-1], [1], [-1]], [0, 1, 0, 1], {}, "beyond float32"),   # an Inf scale before
+    (np.eye(4), [0, 0, -1, -1], {}, "numbered 0..1"),                                      # ValueError
+    (np.eye(4), [0, 0, 1, 1], {"groups": ["a", "b"]}, "2 speakers"),                        # folds of garbage
+    (np.eye(4), [0, 0, 1, 1], {"l2": float("nan")}, "l2 must be"),                          # NaN weights
+])
+def test_fit_linear_refuses_what_it_cannot_fit(x, y, kwargs, fragment):
+    with pytest.raises(EdgeSerError, match=fragment):
+        fit_linear(np.asarray(x), np.asarray(y), 2, **kwargs)
+
+
+@pytest.mark.parametrize("x, y, groups", [
+    (np.ones((4, 5)), [0, 0, 1, 1], None),                                      # every embedding the same
+    (np.array([[0.0], [0.1], [1.0], [1.1]]), [0, 0, 1, 1], None),               # one feature, separable
+    (np.random.default_rng(0).normal(size=(6, 3000)), [0, 0, 1, 1, 2, 2], None),   # 2 clips per class, dim >> N
+    (np.random.default_rng(1).normal(size=(12, 4)), [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 0, 0], list("aabbccddeeff")),
+    (np.random.default_rng(2).uniform(-3e38, 3e38, (8, 3)).astype(np.float32), [0, 1] * 4, None),   # float32 extremes
+])
+def test_fit_linear_on_degenerate_data_gives_a_finite_head_a_bundle_can_hold(x, y, groups):
+    head, report = fit_linear(x, np.asarray(y), max(y) + 1, groups=groups)
+    again = LinearHead.from_bytes(head.to_bytes(), head.dim, head.classes, "h.npz")   # finite float32, scales > 0
+    assert np.isfinite(again.probs(x)).all() and 0.05 <= report.temperature <= 20
 
 
 def test_penalty_is_chosen_by_speaker_folds_only_with_enough_speakers():
@@ -133,6 +207,24 @@ GOOD = {"mean": np.zeros(2, np.float32), "scale": np.ones(2, np.float32), "weigh
         "bias": np.zeros(3, np.float32)}
 
 
+def _npz_raw(**members: bytes) -> bytes:
+    """An uncompressed .npz of raw .npy bytes, the good arrays where not given."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for k, v in GOOD.items():
+            a = io.BytesIO()
+            np.save(a, v)
+            z.writestr(f"{k}.npy", members.get(k, a.getvalue()))
+    return buf.getvalue()
+
+
+def _npy_header(shape) -> bytes:
+    """A float32 .npy header declaring ``shape``, with no data after it."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("data, fragment", [
     (_npz(**GOOD, extra=np.zeros(1)), "arrays"),
     (_npz(**{**GOOD, "scale": np.zeros(2, np.float32)}), "not positive"),
@@ -140,6 +232,9 @@ GOOD = {"mean": np.zeros(2, np.float32), "scale": np.ones(2, np.float32), "weigh
     (_npz(**{**GOOD, "weight": np.zeros((3, 2), np.float64)}), "float64"),
     (_npz(**{**GOOD, "mean": np.array([{"pickled": 1}, 2], dtype=object)}), "edge-ser head"),
     (b"PK\x03\x04 not a zip", "edge-ser head"),
+    # a header declaring 40 TB: refused before numpy allocates it (a MemoryError traceback before)
+    (_npz_raw(mean=_npy_header((10**13,))), r"mean is float32\[10000000000000\]"),
+    (_npz_raw(weight=_npy_header((3, 2)) + b"\0" * 4), "holds 4 bytes of data, not 24"),
 ])
 def test_hostile_head_files_are_refused(data, fragment):
     with pytest.raises(BundleError, match=fragment):
