@@ -78,8 +78,9 @@ def export(
     distill_epochs: int = typer.Option(3, min=0, max=1000, help="Distillation passes over the unlabeled audio."),
     augment: int = typer.Option(1, min=0, max=8, help="Augmented copies (speed, gain, noise) of every distillation "
                                 "clip, besides the clip itself."),
-    head: Head = typer.Option(Head.auto, help="Which pooled layers the calibrated linear head reads: all, the best "
-                              "single one, or auto (all or one, by speaker folds; all below 4 training speakers)."),
+    head: Head = typer.Option(Head.all, help="Which pooled layers the calibrated linear head reads: all (the robust "
+                              "default), the best single one, or auto (all or one, by speaker folds; all below 4 "
+                              "training speakers)."),
     device: str = typer.Option("cpu", help="Torch device for features and distillation: cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Random seed."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),

@@ -65,7 +65,7 @@ class ExportConfig:
     student_ffn: int | None = None
     distill_epochs: int = 3
     augment: int = 1
-    head: str = "auto"            # the head's layers: auto | all | best
+    head: str = "all"             # the head's layers: all | auto | best
     window_s: float = 4.0
     hop_s: float = 2.0
     calibration_clips: int = 48
@@ -212,14 +212,15 @@ class Export:
         self.teacher.to(parallel.device())
         self.features = teacher_features(self.teacher, self.waves, cfg.cache, corpus_key(self.corpus.items))
         self.teacher.cpu()
-        self.layers = cfg.head   # "auto" | "all" | "best": chosen once, on the training speakers' teacher features
+        # the head's layers and penalty are chosen once, on the training speakers' teacher features
+        self.layers, self.l2 = cfg.head, None
         probe = self.fit_head(self.features, self.fold.train)
-        self.layers = probe.selected["layers"]
+        self.layers, self.l2 = probe.selected["layers"], probe.selected["l2"]
         log.info("head inputs: %s; %s", head_inputs(self.layers), probe.report.summary())
 
     def fit_head(self, features: np.ndarray, idx: np.ndarray) -> LinearHead:
         return fit_head("linear", features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
-                        groups=[self.speakers[i] for i in idx], layers=self.layers)
+                        groups=[self.speakers[i] for i in idx], layers=self.layers, l2=self.l2)
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
         """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
@@ -252,7 +253,7 @@ class Export:
         def validate(student: torch.nn.Module) -> float:
             feats = embed(student, [self.waves[i] for i in [*fit_idx, *val_idx]], show_progress=False, shard=False)
             head = fit_head("linear", feats[:len(fit_idx)], self.y[fit_idx], len(self.labels), seed=self.cfg.seed,
-                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers)
+                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers, l2=self.l2)
             return scores(self.y[val_idx], predict(head, feats[len(fit_idx):]).argmax(1), len(self.labels))["ua"]
         return validate
 

@@ -18,7 +18,7 @@ from edge_ser import EdgeSerError, Recognizer
 from edge_ser.adapt import adapt
 from edge_ser.bundle import load_bundle, write_bundle
 from edge_ser.errors import BundleError, DatasetError
-from edge_ser.head import MIN_SPEAKERS, LinearHead, fit_linear
+from edge_ser.head import MAX_FOLDS, MIN_SPEAKERS, LinearHead, fit_linear
 
 SR = 16000
 
@@ -142,12 +142,15 @@ def test_penalty_is_chosen_by_speaker_folds_only_with_enough_speakers():
     y = np.tile([0, 1], 20)
     x = rng.normal(size=(40, 5)) + y[:, None]
     few = np.repeat(np.arange(MIN_SPEAKERS - 1), 40 // (MIN_SPEAKERS - 1) + 1)[:40]
+    loso = np.repeat(np.arange(MAX_FOLDS), 40 // MAX_FOLDS)
     many = np.repeat(np.arange(8), 5)
     _, r_few = fit_linear(x, y, 2, groups=few)
+    _, r_loso = fit_linear(x, y, 2, groups=loso)
     _, r_many = fit_linear(x, y, 2, groups=many)
-    assert not r_few.chosen and r_many.chosen
-    assert "leave-one-speaker-out over 8 speakers" in r_many.protocol and r_many.speaker_independent
-    assert r_many.ua > 0.8 and len(r_many.fold_ua) == 8
+    assert not r_few.chosen and r_loso.chosen and r_many.chosen
+    assert f"leave-one-speaker-out over {MAX_FOLDS} speakers" in r_loso.protocol and r_loso.speaker_independent
+    assert f"{MAX_FOLDS} speaker-grouped folds over 8 speakers" in r_many.protocol
+    assert r_many.ua > 0.8 and len(r_many.fold_ua) == MAX_FOLDS
 
 
 def test_temperature_scaling_calibrates_an_overconfident_head():
