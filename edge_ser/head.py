@@ -34,6 +34,7 @@ MIN_SPEAKERS = 4          # fewer speakers: no choice is made from the data (DEF
 MAX_FOLDS = 5             # leave-one-speaker-out up to this many speakers, else this many speaker groups
 CLIP_FOLDS = 4            # one speaker: stratified clip folds (not speaker-independent)
 UNSURE_BELOW = 0.5        # calibrated top probability under which an event is marked unsure
+SHARPEN_MIN_CLIPS = 20    # clips per label a temperature below 1 (sharper probabilities) needs
 
 
 @dataclass
@@ -206,13 +207,13 @@ def inner_folds(y: np.ndarray, groups: np.ndarray | None, k: int, seed: int) -> 
     return [(np.flatnonzero(fold_of != i), np.flatnonzero(fold_of == i)) for i in np.unique(fold_of)]
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The T > 0 minimising the cross-entropy of softmax(logits / T) (golden-section search on log T)."""
+def fit_temperature(logits: np.ndarray, y: np.ndarray, lowest: float = 0.05) -> float:
+    """The T in [lowest, 20] minimising the cross-entropy of softmax(logits / T) (golden-section search on log T)."""
     def nll(log_t):
         z = logits / np.exp(log_t)
         z = z - z.max(1, keepdims=True)
         return -(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean()
-    lo, hi, g = np.log(0.05), np.log(20.0), (np.sqrt(5) - 1) / 2
+    lo, hi, g = np.log(lowest), np.log(20.0), (np.sqrt(5) - 1) / 2
     for _ in range(60):
         a, b = hi - g * (hi - lo), lo + g * (hi - lo)
         lo, hi = (lo, b) if nll(a) < nll(b) else (a, hi)
@@ -293,7 +294,8 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
         if ua[c] > ua[best] + 1e-9:
             best = c
     fold_ua = [scores(y[va], oof[best][va].argmax(1), n_classes)["ua"] for _, va in folds]
-    temperature = fit_temperature(oof[best], y)
+    # few out-of-fold predictions cannot show that a head is underconfident: then the temperature only softens
+    temperature = fit_temperature(oof[best], y, 0.05 if len(y) >= SHARPEN_MIN_CLIPS * n_classes else 1.0)
     report = FitReport(l2=best, chosen=len(grid) > 1, protocol=protocol, speaker_independent=independent,
                        ua=ua[best], ua_spread=float(np.std(fold_ua)), fold_ua=fold_ua, temperature=temperature,
                        ece=ece(softmax(oof[best] / temperature), y), ece_before=ece(softmax(oof[best]), y))
