@@ -15,7 +15,8 @@ test half is scored, so no test speaker is ever used.
 
 Then one timed `edge-ser adapt` of 4 labels x 8 clips on one core (wall time and peak RSS, torch never imported).
 
-Usage: python benchmarks/adapt_curves.py [--data ../shared/data] [--bases build/general] [--repeats 3]
+Usage: python benchmarks/adapt_curves.py [--data ../shared/data] [--bases build/general] [--teacher-base BUNDLE]
+       [--repeats 3]
 Writes benchmarks/results/adapt_curves.{md,json,png}.
 """
 from __future__ import annotations
@@ -158,10 +159,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--bases", type=Path, default=Path("build/general"))
+    ap.add_argument("--teacher-base", type=Path, help="a bundle with teacher variants [default: a LOCO bundle]")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    teacher = teacher_base(args.bases)
+    teacher = args.teacher_base or teacher_base(args.bases)
     results, missing = {}, []
     for name, rel in CORPORA.items():
         bases = {}

@@ -124,6 +124,27 @@ def _threads(value: Optional[int]) -> Optional[int]:
     return value
 
 
+def _language(value: Optional[str]) -> Optional[str]:
+    from .transcribe import TranscribeOptions
+    try:
+        TranscribeOptions(language=value)
+    except EdgeSerError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
+
+
+def _text_options(text: bool, language: Optional[str], asr_model: Optional[str], threads: Optional[int]):
+    """The text path's options (None without --text); one error line when its extra is not installed."""
+    if not text:
+        if language is not None or asr_model is not None:
+            raise EdgeSerError("--language and --asr-model are for the text path; add --text")
+        return None
+    from .fusion import TextOptions
+    from .transcribe import TranscribeOptions, require_engine
+    require_engine("--text")
+    return TextOptions(TranscribeOptions(asr_model=asr_model, language=language, threads=threads or 1))
+
+
 THREADS = typer.Option(None, callback=_threads, help="Inference threads (1 to 4 per core) [default: the engine's].")
 VARIANT = typer.Option("auto", "--variant", "--model", callback=_name,
                        help="Variant of the bundle (see `edge-ser info`); 'auto' picks the best for this CPU "
@@ -162,6 +183,14 @@ def run(
     plot: Optional[Path] = typer.Option(None, callback=lambda p: _suffix(p, ".png"), help="Draw the emotion "
                                         "probabilities over time into this PNG (one input file; needs "
                                         "edge-ser[plot])."),
+    text: bool = typer.Option(False, "--text", help="Also transcribe each speech segment (Whisper, offline) and "
+                              "fuse the emotion of its words with the voice's: events gain text, language, "
+                              "text_probs and audio_probs (needs edge-ser[text])."),
+    language: Optional[str] = typer.Option(None, callback=_language, help="With --text: the language spoken (en, "
+                                           "de, pl, ...) [default: identified in each segment by whisper-base]; "
+                                           "en uses the English-only whisper-tiny.en (about half the cost)."),
+    asr_model: Optional[str] = typer.Option(None, callback=_name, help="With --text: whisper-tiny.en, "
+                                            "whisper-base or a CTranslate2 Whisper folder [default: by --language]."),
 ):
     """Detect speech and recognise emotions in a file, a folder, stdin or a microphone (JSON Lines out)."""
     from .audio import AUDIO_SUFFIXES
@@ -182,6 +211,7 @@ def run(
         raise EdgeSerError("--plot takes one input file, not a folder or glob")
     if dask and not batch:
         raise EdgeSerError("--dask is for batch mode (--input FOLDER or a glob)")
+    text_options = _text_options(text, language, asr_model, threads)
     bundle = bundle or default_bundle()
     if output is not None:
         check_output(output, inputs, bundle, overwrite, append=batch)
@@ -190,7 +220,7 @@ def run(
             raise EdgeSerError(f"--plot {plot} is the same file as --output; choose another --plot")
         check_output(plot, inputs, bundle, overwrite, option="--plot")
     settings = Settings(str(bundle), variant, backend and backend.value, threads, window, hop, vad.value,
-                        prefer=prefer.value)
+                        prefer=prefer.value, text=text_options)
     if batch:
         _run_batch(inputs, settings, output, overwrite, jobs, dask)
     else:

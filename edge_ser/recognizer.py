@@ -37,6 +37,11 @@ class Prediction:
     label: str
     probs: dict[str, float]
     unsure: bool = False
+    # the text path (Recognizer(text=...)): see edge_ser.fusion; None when it does not apply
+    text: str | None = None
+    language: str | None = None
+    text_probs: dict[str, float] | None = None
+    audio_probs: dict[str, float] | None = None
 
     @classmethod
     def of(cls, labels: list[str], p: np.ndarray, unsure_below: float = 0.0) -> Prediction:
@@ -55,11 +60,20 @@ class Event:
     windows: list[tuple[float, float, list[float]]] | None = field(default=None, repr=False)
     # (start_s, end_s, probabilities) of each window, when the stream was asked for them (timeline plots)
     unsure: bool = False   # the top probability is below the head's unsure_below
+    # the text path (Recognizer(text=...), edge-ser run --text; see edge_ser.fusion): the transcript, its language,
+    # the words' emotion and the voice's alone (then probs, label and unsure are fused); None when it does not apply
+    text: str | None = None
+    language: str | None = None
+    text_probs: dict[str, float] | None = None
+    audio_probs: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return {"start": round(self.start, 3), "end": round(self.end, 3), "label": self.label,
                 "probs": {k: round(v, 4) for k, v in self.probs.items()}, "unsure": self.unsure,
-                "latency_ms": round(self.latency_ms, 2)}
+                "latency_ms": round(self.latency_ms, 2),
+                **{k: v for k, v in (("text", self.text), ("language", self.language)) if v is not None},
+                **{k: {label: round(p, 4) for label, p in v.items()} for k, v in
+                   (("text_probs", self.text_probs), ("audio_probs", self.audio_probs)) if v is not None}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False)
@@ -94,6 +108,8 @@ class Recognizer:
     threads : inference threads (the backend's default if None).
     window_s, hop_s : windowing of long clips and segments; the bundle's if None.
     vad : ``silero`` (the default), ``energy`` or ``webrtc``; ``vad_options`` tunes it.
+    text : True or a :class:`~edge_ser.fusion.TextOptions`: also transcribe each segment and fuse the emotion of
+        its words with the voice's (needs ``edge-ser[text]``; see :mod:`edge_ser.fusion`).
     prefer : what ``variant="auto"`` optimises: ``balanced`` (the fastest accurate student), ``accuracy`` (teachers
         too) or ``speed`` (the fastest student).
 
@@ -106,7 +122,7 @@ class Recognizer:
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None, variant: str | None = "auto",
                  backend: str | None = None, threads: int | None = None, window_s: float | None = None,
                  hop_s: float | None = None, vad: str = DEFAULT_VAD, vad_options: VadOptions | None = None,
-                 prefer: str = "balanced"):
+                 prefer: str = "balanced", text=False):
         for name, value in (("variant", variant), ("backend", backend)):
             if value is not None and not isinstance(value, str):
                 raise EdgeSerError(f"{name} must be a name (str) or None, not {value!r}")
@@ -137,7 +153,20 @@ class Recognizer:
         self.min_input = max(1, round(spec.min_input_s * self.sample_rate))
         self.vad, self.vad_options = vad, vad_options or VadOptions()
         check_vad(vad, self.vad_options, self.sample_rate)
+        from .fusion import text_options
+        text = text_options(text)
         self.engine = open_engine(bundle, variant, backend, threads, prefer)   # last: the cheap checks come first
+        self.text = None
+        if text is not None:
+            from .fusion import TextPath
+            self.text = TextPath(text)
+
+    def annotate(self, item, x: np.ndarray):
+        """``item`` (an :class:`Event` or :class:`Prediction` of the 16 kHz samples ``x``) with the text path's
+        transcript and fusion, when this recognizer has one (see :mod:`edge_ser.fusion`)."""
+        if self.text is not None:
+            self.text.annotate(item, x, self.prediction)
+        return item
 
     @property
     def variant(self) -> str:
@@ -177,6 +206,9 @@ class Recognizer:
 
         waves = [audio.load_audio(c, sr=self.sample_rate) if isinstance(c, (str, os.PathLike)) else
                  audio.prepare(c, sample_rate, out_sr=self.sample_rate, name=f"clip {i}") for i, c in enumerate(clips)]
+        silent = [i for i, w in enumerate(waves) if audio.is_silent(w)]
+        if silent:
+            raise AudioError(f"clip(s) {', '.join(map(str, silent[:10]))} are silent; leave them out")
         return adapt(self, waves, list(labels), None if speakers is None else list(speakers))[0]
 
     def save(self, out: str | os.PathLike, overwrite: bool = False):
@@ -190,7 +222,8 @@ class Recognizer:
         bundle's rate; its leading and trailing silence is trimmed first (``audio.trim_silence``), as for the clips
         the model learned from."""
         x = audio.prepare(waveform, sample_rate, out_sr=self.sample_rate, name="waveform", channel_axis=channel_axis)
-        return self.prediction(self.classify(audio.trim_silence(x, sr=self.sample_rate)))
+        x = audio.trim_silence(x, sr=self.sample_rate)
+        return self.annotate(self.prediction(self.classify(x)), x)
 
     def prediction(self, p: np.ndarray) -> Prediction:
         """The :class:`Prediction` of probabilities ``p`` over this recognizer's labels."""
@@ -288,14 +321,17 @@ class Stream:
         events = []
         sr = self.sample_rate
         for seg in segments:
-            spans, probs = self.recognizer.classify_windows(self._buffer[seg.start - self._base:seg.end - self._base])
+            x = self._buffer[seg.start - self._base:seg.end - self._base]
+            spans, probs = self.recognizer.classify_windows(x)
             p = probs.mean(axis=0)
             self._show(p)
             pred = self.recognizer.prediction(p)
             windows = [((seg.start + s) / sr, (seg.start + min(e, seg.end - seg.start)) / sr, w.tolist())
                        for (s, e), w in zip(spans, probs)] if self.keep_windows else None
-            events.append(Event(seg.start / sr, seg.end / sr, pred.label, pred.probs,
-                                (time.perf_counter() - t0) * 1000.0, windows, pred.unsure))
+            event = self.recognizer.annotate(Event(seg.start / sr, seg.end / sr, pred.label, pred.probs, 0.0, windows,
+                                                   pred.unsure), x)
+            event.latency_ms = (time.perf_counter() - t0) * 1000.0
+            events.append(event)
         return events
 
     def _update_partial(self) -> None:

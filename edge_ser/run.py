@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TextIO
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from .mic import Counters
 from .progress import progress
 from .recognizer import Event, Recognizer, Stream
 from .vad import DEFAULT_VAD, VadOptions, varies_like_speech
+
+if TYPE_CHECKING:
+    from .fusion import TextOptions
 
 log = logging.getLogger(__name__)
 FALLBACK_MAX_S = 10.0   # a file (or stdin) at most this long with no speech segment may be classified whole
@@ -255,6 +258,7 @@ class Settings:
     vad: str = DEFAULT_VAD
     vad_options: VadOptions = field(default_factory=VadOptions)
     prefer: str = "balanced"
+    text: TextOptions | None = None   # the text path (--text), or None
 
 
 @lru_cache(maxsize=2)
@@ -262,7 +266,7 @@ def recognizer_for(settings: Settings) -> Recognizer:
     """One recognizer per process and settings (workers build theirs once)."""
     return Recognizer(settings.bundle, variant=settings.variant, backend=settings.backend, threads=settings.threads,
                       window_s=settings.window_s, hop_s=settings.hop_s, vad=settings.vad,
-                      vad_options=settings.vad_options, prefer=settings.prefer)
+                      vad_options=settings.vad_options, prefer=settings.prefer, text=settings.text or False)
 
 
 def file_summary(events: list[Event], labels: list[str], duration_s: float) -> dict:
@@ -310,7 +314,10 @@ def whole_clip_event(recognizer: Recognizer, x: np.ndarray | None) -> Event | No
     t0 = time.perf_counter()
     start, end = audio.trim_bounds(x, sr=sr)
     pred = recognizer.prediction(recognizer.classify(x[start:end]))
-    return Event(start / sr, end / sr, pred.label, pred.probs, (time.perf_counter() - t0) * 1000.0, unsure=pred.unsure)
+    event = recognizer.annotate(Event(start / sr, end / sr, pred.label, pred.probs, 0.0, unsure=pred.unsure),
+                                x[start:end])
+    event.latency_ms = (time.perf_counter() - t0) * 1000.0
+    return event
 
 
 def stamp(record: dict, recognizer: Recognizer) -> dict:

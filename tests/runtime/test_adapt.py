@@ -264,3 +264,21 @@ def test_events_say_when_the_model_is_unsure(bundle_copy, tmp_path):
     assert rec.predict(loud, SR).unsure
     events = rec.process(np.concatenate([np.zeros(SR, np.float32), loud, np.zeros(SR, np.float32)]), SR)
     assert events and all(e.unsure and e.to_dict()["unsure"] is True for e in events)
+
+
+def test_silent_clips_are_refused_by_the_api(tiny_bundle):
+    with pytest.raises(EdgeSerError, match="clip.*2.*silent"):
+        Recognizer(tiny_bundle).adapt(clips(0.5, 2) + [np.zeros(SR, np.float32)] + clips(0.003, 3),
+                                      ["a", "a", "b", "b", "b", "b"], sample_rate=SR)
+
+
+def test_few_clips_never_sharpen_the_probabilities():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 6)
+    x = rng.normal(size=(12, 4)) + 3.0 * y[:, None]      # separable: out of fold it looks underconfident
+    _, few = fit_linear(x, y, 2, l2=1.0)
+    assert few.temperature >= 1.0
+    y = np.repeat([0, 1], 60)
+    x = rng.normal(size=(120, 4)) + 3.0 * y[:, None]
+    _, many = fit_linear(x, y, 2, groups=np.arange(120) % 6, l2=1.0)
+    assert many.temperature < 1.0                         # with enough clips it may sharpen
