@@ -2,7 +2,7 @@
 
 Two bases per corpus: (1) the student of a leave-one-corpus-out bundle of ``benchmarks/ready_model.py --stage loco``
 (``build/general/loco-CORPUS``: it learned from the other corpora only) or, for BAVED, which no bundle here learned
-from, the ready model; (2) the teacher int8 variant (``--prefer accuracy``) of any such bundle: its encoder is the
+from, the ready model; (2) the teacher int8 variant made for this CPU of any such bundle: its encoder is the
 pretrained teacher itself, which never heard any of these corpora (adapt replaces the head). The corpus's own
 label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3 arousal levels, TurEV-DB 4). Speakers are split in
 two halves (repeated with other splits); 4, 8, 16, 32 clips per class are drawn from the training half only and the
@@ -36,11 +36,12 @@ from edge_ser import Recognizer
 from edge_ser.adapt import embed_clips
 from edge_ser.bench.pi import PI_SLOWDOWN
 from edge_ser.bench.report import machine
-from edge_ser.bundle import ready_model_path
+from edge_ser.bundle import load_bundle, ready_model_path
 from edge_ser.data import load_corpus, load_waveforms
 from edge_ser.head import fit_linear
 from edge_ser.metrics import scores
-from edge_ser_export.features import baseline_features
+from edge_ser.targets import detect_target
+from edge_ser_export.features import baseline_features, corpus_key
 
 CORPORA = {"emodb": "emodb", "banglaser": "banglaser", "baved": "baved/manifest.csv", "turev": "turev/manifest.csv"}
 SIZES = (4, 8, 16, 32)
@@ -60,6 +61,13 @@ def teacher_base(bases: Path) -> Path | None:
     """Any bundle with teacher variants: their encoder is the pretrained teacher itself (no corpus; adapt replaces
     the head), so it never heard any test corpus."""
     return next((p for p in sorted(bases.glob("loco-*")) if (p / "edge-ser.json").is_file()), None)
+
+
+def teacher_variant(bundle: Path) -> str:
+    """The bundle's teacher int8 variant made for this CPU (else its teacher fp32): the pretrained encoder."""
+    variants = load_bundle(bundle, verify=False).variants
+    return next((n for n, v in variants.items() if v.model == "teacher" and detect_target() in v.targets),
+                "teacher-fp32")
 
 
 def embeddings(name: str, waves: list[np.ndarray], rec: Recognizer) -> np.ndarray:
@@ -89,7 +97,7 @@ def corpus_curves(name: str, folder: Path, bases: dict[str, Recognizer], repeats
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
     spk = np.array([it.speaker for it in corpus.items])
     features = {f"adapt: {rec.bundle.path.name} {rec.variant}": embeddings(name, waves, rec) for rec in bases.values()}
-    features["eGeMAPS + same head"] = baseline_features("egemaps", waves, CACHE)
+    features["eGeMAPS + same head"] = baseline_features("egemaps", waves, CACHE, corpus_key(corpus.items))
     speakers = np.array(sorted(set(spk)))
     out = {"labels": corpus.labels, "clips": len(y), "speakers": len(speakers), "methods": {m: {} for m in features}}
     for r in range(repeats):
@@ -173,7 +181,7 @@ def main() -> None:
         else:
             missing.append(name)
         if teacher is not None:
-            bases["teacher"] = Recognizer(teacher, threads=1, prefer="accuracy")
+            bases["teacher"] = Recognizer(teacher, variant=teacher_variant(teacher), threads=1)
         results[name] = corpus_curves(name, args.data / rel, bases, args.repeats)
     report = {"machine": machine(), "results": results, "missing_student_bases": missing,
               "timed_adapt": timed_adapt(args.data, ready_model_path())}

@@ -151,7 +151,7 @@ VARIANT = typer.Option("auto", "--variant", "--model", callback=_name,
                        "(--model is a deprecated alias).")
 BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variants, openvino for IR variants].")
 PREFER = typer.Option(Prefer.balanced, help="What --variant auto optimises: balanced (the fastest accurate "
-                      "student), accuracy (teachers too) or speed (the fastest student).")
+                      "student), accuracy (the teacher) or speed (the fastest student).")
 
 
 @app.command()

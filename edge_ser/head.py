@@ -225,7 +225,7 @@ class FitReport:
     """How a head was fit and what cross-validation says of it (the numbers a manifest and card report)."""
 
     l2: float
-    chosen: bool                  # l2 chosen by the folds (else DEFAULT_L2)
+    penalty: str                  # how l2 was set: "chosen by the folds", "default" or "given"
     protocol: str                 # which folds the estimate comes from
     speaker_independent: bool
     ua: float | None = None       # pooled out-of-fold UA at the kept l2
@@ -235,9 +235,13 @@ class FitReport:
     ece: float | None = None      # of the out-of-fold probabilities after temperature scaling
     ece_before: float | None = None
 
+    @property
+    def chosen(self) -> bool:
+        return self.penalty == "chosen by the folds"
+
     def summary(self) -> str:
         est = f"UA {self.ua:.3f} +/- {self.ua_spread:.3f}" if self.ua is not None else "no estimate"
-        return (f"logistic regression, L2 {self.l2:g} ({'chosen by the folds' if self.chosen else 'default'}); "
+        return (f"logistic regression, L2 {self.l2:g} ({self.penalty}); "
                 f"{est} ({self.protocol}); temperature {self.temperature:.2f}"
                 + (f", ECE {self.ece_before:.3f} -> {self.ece:.3f}" if self.ece is not None else ""))
 
@@ -296,7 +300,8 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
     fold_ua = [scores(y[va], oof[best][va].argmax(1), n_classes)["ua"] for _, va in folds]
     # few out-of-fold predictions cannot show that a head is underconfident: then the temperature only softens
     temperature = fit_temperature(oof[best], y, 0.05 if len(y) >= SHARPEN_MIN_CLIPS * n_classes else 1.0)
-    report = FitReport(l2=best, chosen=len(grid) > 1, protocol=protocol, speaker_independent=independent,
+    report = FitReport(l2=best, penalty="given" if l2 is not None else "chosen by the folds" if len(grid) > 1
+                       else "default", protocol=protocol, speaker_independent=independent,
                        ua=ua[best], ua_spread=float(np.std(fold_ua)), fold_ua=fold_ua, temperature=temperature,
                        ece=ece(softmax(oof[best] / temperature), y), ece_before=ece(softmax(oof[best]), y))
     mean, scale = _standardiser(X)

@@ -110,8 +110,8 @@ class Recognizer:
     vad : ``silero`` (the default), ``energy`` or ``webrtc``; ``vad_options`` tunes it.
     text : True or a :class:`~edge_ser.fusion.TextOptions`: also transcribe each segment and fuse the emotion of
         its words with the voice's (needs ``edge-ser[text]``; see :mod:`edge_ser.fusion`).
-    prefer : what ``variant="auto"`` optimises: ``balanced`` (the fastest accurate student), ``accuracy`` (teachers
-        too) or ``speed`` (the fastest student).
+    prefer : what ``variant="auto"`` optimises: ``balanced`` (the fastest accurate student), ``accuracy`` (the
+        teacher) or ``speed`` (the fastest student).
 
     On OpenVINO, the compiled model stays in memory until the process ends, also after the recognizer is
     deleted (freeing it can crash a later signal handler: see ``edge_ser.engine``). It is compiled once per

@@ -83,7 +83,8 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
     """The variant ``--variant auto`` runs: made for this CPU, runnable here, then by ``prefer``:
 
     - ``balanced``: the fastest student within the UA tolerance of the most accurate student;
-    - ``accuracy``: the fastest variant, teachers included, within the tolerance of the most accurate one;
+    - ``accuracy``: the teacher (the accurate model; the fastest of its variants within the tolerance), or the
+      students where the bundle has no teacher;
     - ``speed``: the fastest student, whatever its accuracy.
 
     With ``backend``, variants made for that engine come first (an OpenVINO IR for openvino: the latency an ONNX
@@ -106,8 +107,8 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
         raise BundleError(f"no variant of {bundle.path} runs with {', '.join(backends) or 'no engine'} installed; "
                           "pip install edge-ser[openvino] or pick one with --variant")
     # students made for this CPU (or for any); a slimmed bundle may hold none, and any ONNX graph still runs here
-    pool = engines if prefer == "accuracy" else \
-        {n: v for n, v in engines.items() if v.model == "student"} or engines
+    model = "teacher" if prefer == "accuracy" else "student"
+    pool = {n: v for n, v in engines.items() if v.model == model} or engines
     runnable = {n: v for n, v in pool.items() if not v.targets or target in v.targets} or pool
     def ua(v):   # None where unknown for this CPU
         if v.metrics is None or (v.precision == "int8" and v.metrics.target not in ("", target)):
@@ -131,6 +132,6 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
         made += f", fastest measured at export ({v.latency_ms[target]:.1f} ms per window)"
     score = f", UA {ua(v):.3f}" if ua(v) is not None else ", UA not measured on this CPU family"
     within = "" if best is None or prefer == "speed" else \
-        f" within {tolerance:.3f} UA of the most accurate runnable {'variant' if prefer == 'accuracy' else 'student'}"
+        f" within {tolerance:.3f} UA of the most accurate runnable {v.model}"
     return Choice(name, target, f"{TARGETS[target]}, {prefer}: {v.precision} {v.format} {v.model} variant {made}"
                                 f"{within}{score}")
