@@ -174,15 +174,18 @@ def test_eval_json_and_unknown_label(exported, corpus, tmp_path):
     result = json.loads(r.stdout)
     assert set(result["variants"]) == set(load_bundle(exported).variants)
     for m in result["variants"].values():
-        assert set(m) == {"ua", "wa", "f1", "n"} and m["n"] == 36 and 0 <= m["ua"] <= 1
+        assert set(m) == {"ua", "wa", "f1", "n", "ece", "recall"} and m["n"] == 36 and 0 <= m["ua"] <= 1
     header, *rows = corpus.read_text().splitlines()
     rows = [r.split(",") for r in rows]
-    bad = tmp_path / "bad.csv"    # same files, absolute paths; one label the bundle does not know
+    bad = tmp_path / "bad.csv"    # same files, absolute paths; one label the bundle does not know: left out, counted
     bad.write_text("\n".join([header] + [f"{corpus.parent / p},{'joy' if lab == 'neutral' else lab},{s}"
                                         for p, lab, s in rows]) + "\n")
     r = subprocess.run([sys.executable, "-m", "edge_ser", "eval", str(exported), "--data", str(bad)],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "joy" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 0 and "joy" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge_ser", "eval", str(exported), "--data", str(bad), "--json"],
+                       capture_output=True, text=True)
+    assert "neutral" not in json.loads(r.stdout)["variants"]["student-fp32"]["recall"]
 
 
 def test_keep_used_layers_preserves_predictions(tmp_path):

@@ -87,7 +87,7 @@ def test_onnx_graph_interface(exported):
     import onnx
 
     m = onnx.load(str(exported["fp32"]))
-    assert [i.name for i in m.graph.input] == ["audio"] and [o.name for o in m.graph.output] == ["probs"]
+    assert [i.name for i in m.graph.input] == ["audio"] and [o.name for o in m.graph.output] == ["embedding"]
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert all(d.dim_param and not d.dim_value for d in dims)  # batch and samples are dynamic
     assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == graph.OPSET
