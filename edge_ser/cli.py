@@ -365,9 +365,14 @@ def pack(
 @app.command()
 def adapt(
     bundle: Optional[Path] = typer.Argument(None, help="Base bundle [default: the ready model]."),
-    data: Path = typer.Option(..., help="Your labelled clips, any label set (same forms as export: label "
-                              "folders, a manifest.csv with path,label,speaker, EmoDB or RAVDESS names)."),
+    data: Optional[Path] = typer.Option(None, help="Your labelled clips, any label set (same forms as export: label "
+                                        "folders, a manifest.csv with path,label,speaker, EmoDB or RAVDESS names)."),
     out: Path = typer.Option(..., help="Folder for the new bundle (written atomically)."),
+    record: Optional[str] = typer.Option(None, help="Instead of --data: record your clips now, from the microphone: "
+                                         "the labels, comma-separated (e.g. calm,angry); needs edge-ser[mic]."),
+    per_label: int = typer.Option(4, min=2, max=50, help="With --record: clips to record per label."),
+    seconds: float = typer.Option(3.0, min=0.5, max=30.0, help="With --record: seconds per clip."),
+    device: Optional[int] = typer.Option(None, min=0, help="With --record: microphone device index."),
     label_map: Optional[str] = typer.Option(None, callback=label_map_option, help="Rename or drop labels first: "
                                             "FROM=TO[,FROM=TO...] (FROM= drops FROM), e.g. calm=neutral."),
     variant: str = VARIANT,
@@ -381,19 +386,55 @@ def adapt(
     from .data import load_corpus, load_waveforms
     from .recognizer import Recognizer
 
+    if (data is None) == (record is None):
+        raise EdgeSerError("give exactly one of --data (labelled clips) and --record (labels to record now)")
+    names = [n.strip() for n in (record or "").split(",") if n.strip()]
+    if record is not None and (len(names) < 2 or len(set(names)) < len(names)):
+        raise EdgeSerError(f"--record needs at least two different labels, comma-separated, not {record!r}")
     check_out(out, overwrite)
-    corpus = load_corpus(data, label_map=label_map)
+    corpus = load_corpus(data, label_map=label_map) if data is not None else None
     rec = Recognizer(bundle or default_bundle(), variant=variant, threads=threads, prefer=prefer.value)
-    waves, corpus = load_waveforms(corpus)
-    if not waves:
-        raise EdgeSerError(f"{data}: none of its clips is usable ({corpus.skip_summary()})")
-    speakers = [it.speaker for it in corpus.items]
-    new, report = adapt_clips(rec, waves, [it.label for it in corpus.items],
-                              speakers if len(set(speakers)) > 1 else None, corpus=corpus.name,
-                              skipped=dict(corpus.skipped), show_progress=True)
+    if corpus is None:
+        waves, labels = _enroll(rec, names, per_label, seconds, device)
+        speakers, what, skipped = None, "clips recorded with --record", {}
+    else:
+        waves, corpus = load_waveforms(corpus)
+        if not waves:
+            raise EdgeSerError(f"{data}: none of its clips is usable ({corpus.skip_summary()})")
+        labels, spk = [it.label for it in corpus.items], [it.speaker for it in corpus.items]
+        speakers, what, skipped = spk if len(set(spk)) > 1 else None, corpus.name, dict(corpus.skipped)
+    new, report = adapt_clips(rec, waves, labels, speakers, corpus=what, skipped=skipped, show_progress=True)
     new.save(out, overwrite)
-    print(clean(f"wrote {out}: labels {', '.join(new.labels)} on {rec.variant}; {len(waves)} clips "
-                f"({corpus.skip_summary()}); {report.summary()}"), file=sys.stderr)
+    print(clean(f"wrote {out}: labels {', '.join(new.labels)} on {rec.variant}; {len(waves)} clips; "
+                f"{report.summary()}"), file=sys.stderr)
+
+
+def _enroll(rec, labels: list[str], per_label: int, seconds: float, device: Optional[int]):
+    """Guided enrollment: prompt for each clip, record it, say what the base model heard; (clips, labels)."""
+    from . import audio
+    from .mic import record_clip
+
+    interactive = sys.stdin.isatty()
+    waves, names = [], []
+    for label in labels:
+        for i in range(per_label):
+            for _ in range(3):
+                prompt = f"[{label} {i + 1}/{per_label}] say something as you would when {label}; {seconds:g} s"
+                print(clean(prompt + (": press Enter to start" if interactive else "")), file=sys.stderr)
+                if interactive:
+                    sys.stdin.readline()
+                x = record_clip(device, rec.sample_rate, seconds)
+                if not audio.is_silent(x):
+                    break
+                print("  heard nothing (silence); again", file=sys.stderr)
+            else:
+                raise EdgeSerError("the microphone gave only silence 3 times; check it with `edge-ser run --mic`")
+            heard = rec.predict(x, rec.sample_rate)
+            print(clean(f"  heard {len(audio.trim_silence(x, sr=rec.sample_rate)) / rec.sample_rate:.1f} s of "
+                        f"sound; the base model says {heard.label} ({heard.probs[heard.label]:.2f})"), file=sys.stderr)
+            waves.append(x)
+            names.append(label)
+    return waves, names
 
 
 @contextlib.contextmanager

@@ -79,3 +79,18 @@ def mic_chunks(device: int | None, sample_rate: int, counters: Counters, block_s
                     raise EdgeSerError(f"the audio input device stopped delivering audio{HINT}") from None
                 continue
             yield resampler.resample_chunk(block) if resampler else block
+
+
+def record_clip(device: int | None, sample_rate: int, seconds: float) -> np.ndarray:
+    """``seconds`` of microphone audio at ``sample_rate`` (the device is closed again after)."""
+    chunks, total, counters = [], 0, Counters()
+    source = mic_chunks(device, sample_rate, counters)
+    try:
+        for chunk in source:
+            chunks.append(chunk)
+            total += len(chunk)
+            if total >= seconds * sample_rate:
+                break
+    finally:
+        source.close()
+    return np.concatenate(chunks)[:round(seconds * sample_rate)]

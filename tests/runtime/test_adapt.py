@@ -282,3 +282,32 @@ def test_few_clips_never_sharpen_the_probabilities():
     x = rng.normal(size=(120, 4)) + 3.0 * y[:, None]
     _, many = fit_linear(x, y, 2, groups=np.arange(120) % 6, l2=1.0)
     assert many.temperature < 1.0                         # with enough clips it may sharpen
+
+
+def test_guided_enrollment_records_each_label_then_adapts(tiny_bundle, tmp_path, monkeypatch):
+    """`adapt --record loud,soft`: each clip is prompted and recorded (a stand-in microphone here); silence is
+    asked for again; the new bundle knows the recorded labels."""
+    import edge_ser.mic
+    from edge_ser.cli import main
+
+    takes = iter([speechlike(1.0, 0.5, seed=i) for i in range(3)] + [np.zeros(SR, np.float32)]
+                 + [speechlike(1.0, 0.003, seed=i) for i in range(3)])
+
+    def fake_mic(device, sample_rate, counters):
+        x = next(takes)
+        for i in range(0, len(x), 1600):
+            yield x[i:i + 1600]
+    monkeypatch.setattr(edge_ser.mic, "mic_chunks", fake_mic)
+    with pytest.raises(SystemExit) as done:
+        main(["adapt", str(tiny_bundle), "--record", "loud,soft", "--per-label", "3", "--seconds", "1",
+              "--out", str(tmp_path / "mine")])
+    assert not done.value.code
+    mine = Recognizer(tmp_path / "mine")
+    assert mine.labels == ["loud", "soft"] and mine.bundle.manifest.data.label_counts == {"loud": 3, "soft": 3}
+    assert mine.predict(speechlike(1.5, 0.6, seed=7), SR).label == "loud"
+
+
+def test_record_and_data_are_one_or_the_other(tiny_bundle, tmp_path):
+    for args in ([], ["--record", "a,b", "--data", str(tmp_path)], ["--record", "a"], ["--record", "a,a"]):
+        r = cli("adapt", tiny_bundle, "--out", tmp_path / "x", *args)
+        assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
