@@ -15,7 +15,7 @@ from .errors import AudioError, BundleError, DatasetError, EdgeSerError, LabelEr
 _ORT_IMPORTED_FIRST = "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1"
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["AudioError", "BundleError", "DatasetError", "EdgeSerError", "LabelError", "Recognizer",
            "__version__"]
 
