@@ -1,22 +1,24 @@
 """Data efficiency of `edge-ser adapt`: UA against labelled clips per class, on corpora the base bundle never saw.
 
-Two bases per corpus: (1) the student of a leave-one-corpus-out bundle of ``benchmarks/ready_model.py --stage loco``
-(``build/general/loco-CORPUS``: it learned from the other corpora only) or, for BAVED, which no bundle here learned
-from, the ready model; (2) the teacher int8 variant made for this CPU of any such bundle: its encoder is the
-pretrained teacher itself, which never heard any of these corpora (adapt replaces the head). The corpus's own
-label set is used (EmoDB 7 emotions, BanglaSER 5, BAVED 3 arousal levels, TurEV-DB 4). Speakers are split in
-two halves (repeated with other splits); 4, 8, 16, 32 clips per class are drawn from the training half only and the
+Two bases, the student (what `auto` runs) and the teacher int8 variant (`--prefer accuracy`) of a bundle made by
+the default recipe (``--base``; default: a default EmoDB export of ``benchmarks/few_speakers.py``): the student is
+the teacher's first blocks read directly, so neither encoder ever heard any corpus (adapt replaces the head; a
+base whose student was distilled on some corpus is refused). The corpus's own label set is used (EmoDB 7
+emotions, BanglaSER 5, BAVED 3 arousal levels, TurEV-DB 4). Speakers are split in two
+halves (repeated with other splits); 4, 8, 16, 32 clips per class are drawn from the training half only and the
 test half is scored, so no test speaker is ever used.
 
 - adapt: the base's variant embeds the clips; the head is `edge-ser adapt`'s (:func:`edge_ser.head.fit_linear`:
   the same function on the same embeddings).
 - eGeMAPS: openSMILE's eGeMAPSv02 functionals (88) with the same head, also at 64 clips per class (the seed's
   claim: 8 clips per class with pretrained features beat hand-crafted features with 64).
+- export: a full `edge-ser export` with its defaults (one of the drawn speakers held out for its own metrics, the
+  shipped files refit on all) on the same drawn clips, scored through what `auto` runs; at ``EXPORT_SIZES`` clips
+  per class on the first split only (each export takes minutes).
 
 Then one timed `edge-ser adapt` of 4 labels x 8 clips on one core (wall time and peak RSS, torch never imported).
 
-Usage: python benchmarks/adapt_curves.py [--data ../shared/data] [--bases build/general] [--teacher-base BUNDLE]
-       [--repeats 3]
+Usage: python benchmarks/adapt_curves.py [--data ../shared/data] [--base build/few_speakers/bundle] [--repeats 3]
 Writes benchmarks/results/adapt_curves.{md,json,png}.
 """
 from __future__ import annotations
@@ -38,36 +40,27 @@ from edge_ser.bench.pi import PI_SLOWDOWN
 from edge_ser.bench.report import machine
 from edge_ser.bundle import load_bundle, ready_model_path
 from edge_ser.data import load_corpus, load_waveforms
+from edge_ser.errors import DatasetError
+from edge_ser.evaluate import evaluate_waves
 from edge_ser.head import fit_linear
 from edge_ser.metrics import scores
-from edge_ser.targets import detect_target
+from edge_ser.targets import choose_variant
 from edge_ser_export.features import baseline_features, corpus_key
 
 CORPORA = {"emodb": "emodb", "banglaser": "banglaser", "baved": "baved/manifest.csv", "turev": "turev/manifest.csv"}
 SIZES = (4, 8, 16, 32)
 HANDCRAFTED_SIZES = (*SIZES, 64)
+EXPORT_SIZES = (8,)
+EXPORT = "edge-ser export, auto"
 CACHE = Path("benchmarks/results/cache")
 
 
-def student_base(name: str, bases: Path) -> Path | None:
-    """A bundle whose student never heard ``name``: its leave-one-corpus-out bundle, or for BAVED the ready model."""
-    loco = bases / f"loco-{name}"
-    if (loco / "edge-ser.json").is_file():
-        return loco
-    return ready_model_path() if name == "baved" else None
-
-
-def teacher_base(bases: Path) -> Path | None:
-    """Any bundle with teacher variants: their encoder is the pretrained teacher itself (no corpus; adapt replaces
-    the head), so it never heard any test corpus."""
-    return next((p for p in sorted(bases.glob("loco-*")) if (p / "edge-ser.json").is_file()), None)
-
-
-def teacher_variant(bundle: Path) -> str:
-    """The bundle's teacher int8 variant made for this CPU (else its teacher fp32): the pretrained encoder."""
-    variants = load_bundle(bundle, verify=False).variants
-    return next((n for n, v in variants.items() if v.model == "teacher" and detect_target() in v.targets),
-                "teacher-fp32")
+def pretrained_bases(path: Path) -> dict[str, Recognizer]:
+    """The student and the teacher of a bundle whose encoders learned from no corpus (own-layer students)."""
+    m = load_bundle(path).manifest
+    if m.student is None or m.student.distillation or (m.export and m.export.config.get("student_layers") != "own"):
+        raise SystemExit(f"{path}: its student was distilled on a corpus; use a bundle of the default recipe")
+    return {"student": Recognizer(path, threads=1), "teacher": Recognizer(path, threads=1, prefer="accuracy")}
 
 
 def embeddings(name: str, waves: list[np.ndarray], rec: Recognizer) -> np.ndarray:
@@ -90,6 +83,26 @@ def draw(y: np.ndarray, pool: np.ndarray, n: int, rng) -> np.ndarray:
     return np.concatenate([rng.permutation(pool[y[pool] == c])[:n] for c in np.unique(y)])
 
 
+def export_ua(corpus, waves: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    """UA on ``test`` of a default `edge-ser export` of the ``train`` clips (what `auto` runs)."""
+    from edge_ser_export.pipeline import ExportConfig, run_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "train.csv"
+        with open(manifest, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "speaker"])
+            w.writerows((str(Path(corpus.items[i].path).resolve()), corpus.items[i].label, corpus.items[i].speaker)
+                        for i in train)
+        out = Path(tmp) / "bundle"
+        run_export(ExportConfig(data=manifest, out=out, test_speakers=1))
+        bundle = load_bundle(out)
+        auto = choose_variant(bundle).name
+        scored = evaluate_waves(bundle, [waves[i] for i in test], [corpus.labels[c] for c in y[test]], [auto],
+                                show_progress=False)
+        return scored["variants"][auto]["ua"]
+
+
 def corpus_curves(name: str, folder: Path, bases: dict[str, Recognizer], repeats: int) -> dict:
     """UA per method ("adapt with BASE VARIANT" for each base, and eGeMAPS) and clips per class."""
     corpus = load_corpus(folder)
@@ -99,7 +112,8 @@ def corpus_curves(name: str, folder: Path, bases: dict[str, Recognizer], repeats
     features = {f"adapt: {rec.bundle.path.name} {rec.variant}": embeddings(name, waves, rec) for rec in bases.values()}
     features["eGeMAPS + same head"] = baseline_features("egemaps", waves, CACHE, corpus_key(corpus.items))
     speakers = np.array(sorted(set(spk)))
-    out = {"labels": corpus.labels, "clips": len(y), "speakers": len(speakers), "methods": {m: {} for m in features}}
+    out = {"labels": corpus.labels, "clips": len(y), "speakers": len(speakers),
+           "methods": {m: {} for m in [*features, EXPORT]}}
     for r in range(repeats):
         order = np.random.default_rng(r).permutation(speakers)
         test_spk = order[:len(order) // 2]
@@ -110,6 +124,11 @@ def corpus_curves(name: str, folder: Path, bases: dict[str, Recognizer], repeats
             for method, x in features.items():
                 if n in SIZES or method.startswith("eGeMAPS"):
                     out["methods"][method].setdefault(n, []).append(ua_of(x, y, spk, train, test, len(corpus.labels)))
+            if n in EXPORT_SIZES and r == 0:
+                try:
+                    out["methods"][EXPORT].setdefault(n, []).append(export_ua(corpus, waves, y, train, test))
+                except DatasetError as e:   # e.g. the held-out speaker took a class's every clip
+                    print(f"{name}: export of {n} clips per class refused: {e}", file=sys.stderr)
     return out
 
 
@@ -148,10 +167,10 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(3.4 * len(results), 3.4), sharey=True)
     for ax, (name, r) in zip(np.atleast_1d(axes), results.items()):
-        for (method, curve), style in zip(r["methods"].items(), ("o-", "^-", "s--")):
+        for (method, curve), style in zip(r["methods"].items(), ("o-", "^-", "s--", "D")):
             sizes = sorted(curve, key=int)
             ax.errorbar([int(s) for s in sizes], [np.mean(curve[s]) for s in sizes],
-                        yerr=[np.std(curve[s]) for s in sizes], fmt=style if not method.startswith("eG") else "s--",
+                        yerr=[np.std(curve[s]) for s in sizes], fmt=style,
                         capsize=3, label=method)
         ax.axhline(1 / len(r["labels"]), color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
@@ -166,32 +185,21 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--bases", type=Path, default=Path("build/general"))
-    ap.add_argument("--teacher-base", type=Path, help="a bundle with teacher variants [default: a LOCO bundle]")
+    ap.add_argument("--base", type=Path, default=Path("build/few_speakers/bundle"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    teacher = args.teacher_base or teacher_base(args.bases)
-    results, missing = {}, []
-    for name, rel in CORPORA.items():
-        bases = {}
-        student = student_base(name, args.bases)
-        if student is not None:
-            bases["student"] = Recognizer(student, threads=1)
-        else:
-            missing.append(name)
-        if teacher is not None:
-            bases["teacher"] = Recognizer(teacher, variant=teacher_variant(teacher), threads=1)
-        results[name] = corpus_curves(name, args.data / rel, bases, args.repeats)
-    report = {"machine": machine(), "results": results, "missing_student_bases": missing,
+    bases = pretrained_bases(args.base)
+    results = {name: corpus_curves(name, args.data / rel, bases, args.repeats) for name, rel in CORPORA.items()}
+    report = {"machine": machine(), "base": str(args.base), "results": results,
               "timed_adapt": timed_adapt(args.data, ready_model_path())}
     lines = ["| corpus (classes) | method | " + " | ".join(map(str, HANDCRAFTED_SIZES)) + " |",
              "|---|---|" + "---|" * len(HANDCRAFTED_SIZES)]
     claim = []
     for name, r in results.items():
         for method, curve in r["methods"].items():
-            cells = [f"{np.mean(curve[n]):.3f} ± {np.std(curve[n]):.3f}" if n in curve else "-"
-                     for n in HANDCRAFTED_SIZES]
+            cells = ["-" if n not in curve else f"{curve[n][0]:.3f} (1 split)" if len(curve[n]) == 1 else
+                     f"{np.mean(curve[n]):.3f} ± {np.std(curve[n]):.3f}" for n in HANDCRAFTED_SIZES]
             lines.append(f"| {name} ({len(r['labels'])}) | {method} | " + " | ".join(cells) + " |")
         many = np.mean(r["methods"]["eGeMAPS + same head"][64])
         for method, curve in r["methods"].items():
@@ -203,8 +211,6 @@ def main() -> None:
     text = (f"UA on the unseen half of the speakers (mean ± sd over {args.repeats} speaker splits); "
             f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})\n\n" + "\n".join(lines)
             + "\n\nThe seed's claim, per corpus:\n\n" + "\n".join(f"- {c}" for c in claim)
-            + (f"\n\nNo leave-one-corpus-out student for: {', '.join(missing)} (run benchmarks/ready_model.py "
-               "--stage loco)" if missing else "")
             + f"\n\nTimed `edge-ser adapt`, 4 labels x 8 clips, one core: {t['wall_s']} s wall, "
               f"{t['peak_rss_mb']} MB peak RSS, torch imported: {t['torch_imported']}; projected on one Pi core "
               "(the wall time x the published Pi slowdowns of `edge-ser bench`): "

@@ -1,26 +1,28 @@
 """Build the ready general-purpose model shipped in edge_ser/models/general, with its cross-corpus numbers.
 
-Label set: anger, happiness, neutral, sadness: the categories EmoDB (German), BanglaSER (Bengali) and TurEV-DB
-(Turkish) share. TurEV's "calm" (its calm, non-emotional reading) is mapped to neutral; EmoDB's boredom, disgust
-and fear and BanglaSER's surprise are left out; BAVED's labels are left out (arousal levels, not categories).
-Speakers are prefixed by their corpus.
+Label set: anger, happiness, neutral, sadness: the categories EmoDB (German), BanglaSER (Bengali), TurEV-DB
+(Turkish) and, with ``--nemo``, nEMO (Polish; a clone of github.com/amu-cai/nEMO) share. TurEV's "calm" (its
+calm, non-emotional reading) is mapped to neutral; EmoDB's boredom, disgust and fear, BanglaSER's and nEMO's
+surprise and nEMO's fear are left out; BAVED's labels are left out (arousal levels, not categories). Speakers are
+prefixed by their corpus.
 
-1. ``build/general/EmoDB+BanglaSER+TurEV-DB.csv``: the combined manifest.
+1. ``build/general/EmoDB+BanglaSER+TurEV-DB[+nEMO].csv``: the combined manifest.
 2. Leave-one-corpus-out (LOCO): one export per corpus with every speaker of that corpus held out; its held-out
    scores are the cross-corpus scores (trained on the two other corpora). Every variant is in the table: the
    frozen teacher with its calibrated linear head on every pooled layer (teacher-fp32: the frozen-teacher +
-   standardised logistic regression baseline), the teacher in int8 and every student.
+   standardised logistic regression baseline), the teacher in int8, the student and the fast student.
 3. The shipped model: an export holding out 2 speakers of each corpus for its metrics, refit on every speaker.
-   All of them use one recipe (``RECIPE``): the student's closed-form start fit on the labelled audio of the
-   training corpora and on BAVED (Arabic, unlabeled here: its labels are arousal levels; never a test corpus),
-   no gradient distillation epochs and no augmented copies, to fit a 2-core CPU budget (about half an hour per
-   export); a finished export is reused.
-4. Its U8U8 int8 variants (correct on every CPU; no saturation on x86 without VNNI) are packed into
-   ``edge_ser/models/general`` (package data), with the corpora's licences, the label mapping and the
-   cross-corpus numbers in its manifest and model card.
+   All of them use the default recipe of ``edge-ser export``: the students are the teacher's first blocks read
+   directly (nothing fit to the training audio, see ``ExportConfig.student_layers``); a finished export is
+   reused, and the teacher's features are cached (``build/general/cache``).
+4. Its U8U8 int8 variants (correct on every CPU; no saturation on x86 without VNNI) of the teacher, the student
+   and the fast student are packed into ``edge_ser/models/general`` (package data), with the corpora's licences,
+   the label mapping and the cross-corpus numbers in its manifest and model card.
 
-Usage: python benchmarks/ready_model.py [--data ../shared/data] [--teacher whisper-base] [--stage loco|ship|all]
-Writes benchmarks/results/ready_model.{md,json} (the LOCO table, per variant: UA, ECE, and per-class recall).
+Usage: python benchmarks/ready_model.py [--data ../shared/data] [--nemo build/nEMO] [--teacher whisper-base]
+       [--stage loco|ship|all] [--folds emodb,nemo]
+Writes benchmarks/results/ready_model.{md,json} (the LOCO table, per variant: UA, ECE, and per-class recall); the
+ship stage alone reuses the LOCO numbers already there for the model card.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from edge_ser.bench.report import machine
 from edge_ser.bundle import load_bundle, pack, write_bundle
 from edge_ser.data import load_corpus
 from edge_ser.progress import set_enabled
-from edge_ser_export.pipeline import ExportConfig, run_export
+from edge_ser_export.pipeline import ExportConfig, made_with, run_export
 
 LABELS = {"anger": "anger", "happiness": "happiness", "neutral": "neutral", "sadness": "sadness", "calm": "neutral"}
 CORPORA = {  # folder, licence as its README states it
@@ -46,20 +48,27 @@ CORPORA = {  # folder, licence as its README states it
     "banglaser": ("banglaser", "BanglaSER (Das et al., 2022): CC BY 4.0"),
     "turev": ("turev", "TurEV-DB (Canpolat et al., SLTU-CCURL 2020): CC BY-NC-ND 4.0, non-commercial"),
 }
-SHIPPED_VARIANTS = ("student-int8-u8u8",)
-RECIPE = {"distill_epochs": 0, "augment": 0}   # the student's closed-form start: fits a 2-core CPU budget
-UNLABELED = "baved"                            # speech of another language, never a test corpus here
+NEMO = "nEMO (Christop, LREC-COLING 2024; github.com/amu-cai/nEMO): CC BY-NC-SA 4.0, non-commercial"
+SHIPPED_VARIANTS = ("teacher-int8-u8u8", "student-int8-u8u8", "fast-int8-u8u8")
 OUT = Path(__file__).resolve().parents[1] / "edge_ser" / "models" / "general"
 
 
-def combined_manifest(data: Path, out: Path) -> tuple[Path, dict[str, list[str]]]:
+def corpus_rows(name: str, source: Path) -> list[tuple[str, str, str]]:
+    """(path, label, speaker) of every clip of a corpus folder; nEMO's from its data.tsv (file_id, emotion,
+    speaker_id)."""
+    if name == "nemo":
+        with open(source / "data.tsv", newline="", encoding="utf-8") as f:
+            return [(str((source / "samples" / r["file_id"]).resolve()), r["emotion"], r["speaker_id"].strip())
+                    for r in csv.DictReader(f, delimiter="\t")]
+    return [(str(Path(it.path).resolve()), it.label, it.speaker) for it in load_corpus(source).items]
+
+
+def combined_manifest(sources: dict[str, Path], out: Path) -> tuple[Path, dict[str, list[str]]]:
     """One CSV of every clip with a shared label; returns it and each corpus's (prefixed) speakers."""
     rows, speakers = [], {}
-    for name, (folder, _) in CORPORA.items():
-        corpus = load_corpus(data / folder)
-        for it in corpus.items:
-            if it.label in LABELS:
-                rows.append((str(Path(it.path).resolve()), LABELS[it.label], f"{name}-{it.speaker}"))
+    for name, source in sources.items():
+        rows += [(path, LABELS[label], f"{name}-{speaker}") for path, label, speaker in corpus_rows(name, source)
+                 if label in LABELS]
         speakers[name] = sorted({r[2] for r in rows if r[2].startswith(name + "-")})
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
@@ -74,10 +83,7 @@ def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], **
     (each run takes half an hour or more on 2 cores, so the script resumes where it stopped)."""
     cfg = ExportConfig(data=manifest, out=out, teacher=teacher, test_speakers=test_speakers, overwrite=True, **options)
     done = load_bundle(out).manifest if (out / "edge-ser.json").is_file() else None
-    same = {"test_speakers": ", ".join(test_speakers), "teacher": teacher,
-            **{k: ", ".join(Path(p).name for p in v) if isinstance(v, list) else str(v) for k, v in options.items()
-               if k != "cache"}}   # where features are kept changes no result
-    if done and done.export and all(done.export.config.get(k) == v for k, v in same.items()):
+    if made_with(done, cfg):
         m, seconds = done, done.export.seconds
         logging.info("%s: reusing the finished export", out)
     else:
@@ -114,41 +120,55 @@ def main() -> None:
     ap.add_argument("--teacher", default="whisper-base")
     ap.add_argument("--build", type=Path, default=Path("build/general"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--nemo", type=Path, help="a clone of github.com/amu-cai/nEMO: adds Polish to the corpora")
     ap.add_argument("--stage", choices=("loco", "ship", "all"), default="all")
+    ap.add_argument("--folds", help="held-out corpora to export now, e.g. emodb,nemo (to share the work between "
+                                    "processes; a later run without it reuses them) [default: all]")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     set_enabled(True)
-    manifest, speakers = combined_manifest(args.data, args.build / "EmoDB+BanglaSER+TurEV-DB.csv")
-    recipe = {**RECIPE, "unlabeled": [args.data / UNLABELED], "cache": args.build / "cache"}
+    sources = {name: args.data / folder for name, (folder, _) in CORPORA.items()}
+    licences = {name: lic for name, (_, lic) in CORPORA.items()}
+    if args.nemo:
+        sources["nemo"], licences["nemo"] = args.nemo, NEMO
+    names = {"emodb": "EmoDB", "banglaser": "BanglaSER", "turev": "TurEV-DB", "nemo": "nEMO"}
+    corpora = "+".join(names[n] for n in sources)
+    manifest, speakers = combined_manifest(sources, args.build / f"{corpora}.csv")
+    recipe = {"cache": args.build / "cache"}
     report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "machine": machine(),
               "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
+    previous = args.results / "ready_model.json"
+    if args.stage == "ship" and previous.is_file():   # the LOCO numbers of an earlier --stage loco run
+        report["loco"] = json.loads(previous.read_text()).get("loco", {})
     args.results.mkdir(parents=True, exist_ok=True)
     if args.stage in ("loco", "all"):
-        for name in CORPORA:
+        for name in args.folds.split(",") if args.folds else sources:
             report["loco"][name] = export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
-                                          **recipe)
+                                          refit=False, **recipe)   # what was scored is what the bundle holds
         lines = loco_table(report["loco"])
         cpu = f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})"
         text = (f"Leave-one-corpus-out, 4 classes; UA (ECE) per held-out corpus; {cpu}; recipe {report['recipe']}"
-                "\n\n" + "\n".join(lines) + f"\n\nPer-class recall of {SHIPPED_VARIANTS[0]}:\n\n"
-                + "\n".join(recall_table(report["loco"], SHIPPED_VARIANTS[0])) + "\n")
+                "\n\n" + "\n".join(lines) + "".join(f"\n\nPer-class recall of {v}:\n\n"
+                                                    + "\n".join(recall_table(report["loco"], v))
+                                                    for v in SHIPPED_VARIANTS) + "\n")
         (args.results / "ready_model.md").write_text(text)
         (args.results / "ready_model.json").write_text(json.dumps(report, indent=2) + "\n")
         print(text)
     if args.stage == "loco":
         return
-    held = [s for name in CORPORA for s in speakers[name][:2]]
+    held = [s for name in sources for s in speakers[name][:2]]
     report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, **recipe)
     bundle = load_bundle(args.build / "bundle")
     m = bundle.manifest
-    loco = ", ".join(f"{n} {r[SHIPPED_VARIANTS[0]]['ua']:.3f}" for n, r in report["loco"].items())
-    notes = ["labels: TurEV's calm is mapped to neutral; EmoDB's boredom, disgust and fear and BanglaSER's surprise "
-             "are left out; BAVED's audio (no labels) is used only for the student's least-squares start"]
-    if loco:
-        notes.append(f"leave-one-corpus-out UA of the int8 student (trained on the other two corpora, same recipe)"
-                     f": {loco}")
-    data = replace(m.data, corpus="EmoDB + BanglaSER + TurEV-DB (4 shared emotions)", notes=notes,
-                   licences={name: lic for name, (_, lic) in CORPORA.items()})
+    notes = ["labels: TurEV's calm is mapped to neutral; EmoDB's boredom, disgust and fear, BanglaSER's and nEMO's "
+             "surprise and nEMO's fear are left out"]
+    for v in SHIPPED_VARIANTS if report["loco"] else ():
+        loco = ", ".join(f"{n} {r[v]['ua']:.3f}" for n, r in report["loco"].items())
+        mean = np.mean([r[v]["ua"] for r in report["loco"].values()])
+        notes.append(f"leave-one-corpus-out UA of {v} (each of {', '.join(report['loco'])} held out, trained on the "
+                     f"others, same recipe): {loco} (mean {mean:.3f})")
+    data = replace(m.data, corpus=f"{corpora.replace('+', ' + ')} (4 shared emotions)", notes=notes,
+                   licences=licences)
     write_bundle(bundle.path, replace(m, data=data))
     pack(bundle.path, ",".join(SHIPPED_VARIANTS), OUT, overwrite=True)
     (args.results / "ready_model.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -40,6 +40,8 @@ def model_card(m: Manifest) -> str:
         lines.append(f"- Teacher: {t.name} ({t.family}, {t.blocks} blocks x {t.dim}; weights from {t.source or '?'})")
     if m.student:
         lines.append(f"- Student: {m.student.summary}")
+    if m.fast:
+        lines.append(f"- Fast student: {m.fast.summary}")
     lines += [f"- Head {name}: {text}" for name, text in head_lines(m)]
     if m.adapted:
         a = m.adapted

@@ -150,8 +150,8 @@ VARIANT = typer.Option("auto", "--variant", "--model", callback=_name,
                        help="Variant of the bundle (see `edge-ser info`); 'auto' picks the best for this CPU "
                        "(--model is a deprecated alias).")
 BACKEND = typer.Option(None, help="Engine [default: onnxruntime for ONNX variants, openvino for IR variants].")
-PREFER = typer.Option(Prefer.balanced, help="What --variant auto optimises: balanced (the fastest accurate "
-                      "student), accuracy (the teacher) or speed (the fastest student).")
+PREFER = typer.Option(Prefer.balanced, help="What --variant auto optimises: balanced (the student), accuracy (the "
+                      "teacher) or speed (the fastest student: the fast one).")
 
 
 @app.command()

@@ -119,13 +119,14 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def row_space(z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(z V, V^T) with V an orthonormal basis of z's row space when F > N, else (z, None).
+    """(z V, V^T) with V an orthonormal basis of z's row space when F > 2 N, else (z, None).
 
     L2-penalised logistic regression on z V is exactly the one on z (its optimum lies in the row space),
     with N instead of F weights per class; map weights back with ``w @ V^T``. V comes from the eigenvectors of the
-    N x N Gram matrix (z z^T = U S^2 U^T, z V = U S), several times cheaper than an SVD of z.
+    N x N Gram matrix (z z^T = U S^2 U^T, z V = U S), several times cheaper than an SVD of z, but still O(N^3):
+    with N above F / 2 it costs more than it saves (thousands of clips).
     """
-    if z.shape[1] <= z.shape[0]:
+    if z.shape[1] <= 2 * z.shape[0]:
         return z, None
     s2, u = np.linalg.eigh(z @ z.T)
     keep = s2 > s2.max() * 1e-10

@@ -97,6 +97,7 @@ class Variant:
     precision: Literal["fp32", "fp16", "int8"]
     model: Literal["teacher", "student"]
     head: str = limits(pattern=NAME)     # which of the manifest's heads turns its embedding into probabilities
+    macs_per_s: int | None = limits(0, 10**15, default=None)   # multiply-accumulates per second of audio
     quantization: str | None = limits(default=None, max_len=200)   # how it was quantized, for people
     targets: list[str] = limits(default=[], items=16, pattern=NAME)   # CPUs it is made for ([]: any)
     latency_ms: dict[str, float] = limits(0.0, 1e7, default={}, items=16, pattern=NAME)   # per 2 s window,
@@ -223,6 +224,7 @@ class Manifest:
     files: dict[str, FileEntry] = limits(default={}, items=128, pattern=NAME)
     teacher: Teacher | None = None
     student: Student | None = None
+    fast: Student | None = None          # the fast student (variants fast-*: model "student", head "fast")
     data: Data | None = None
     evaluation: Evaluation | None = None
     export: Export | None = None

@@ -32,6 +32,8 @@ def facts_table(b: Bundle, prefer: str = "balanced") -> Table:
         rows.append(("teacher", f"{m.teacher.name} ({m.teacher.family}, {m.teacher.blocks} blocks x {m.teacher.dim})"))
     if m.student:
         rows.append(("student", m.student.summary))
+    if m.fast:
+        rows.append(("fast student", m.fast.summary))
     rows += [(f"head {name}", text) for name, text in head_lines(m)]
     if m.adapted:
         a = m.adapted

@@ -377,16 +377,22 @@ class Earlier:
     path: Path
     done: set[str] = field(default_factory=set)    # file_key of every file it finished (summary or error record)
     made_by: set[tuple[str, str]] = field(default_factory=set)   # (bundle, variant) of its records
+    text: set[bool] = field(default_factory=set)   # whether its events came with --text (they have audio_probs)
     keep: int = 0    # bytes up to the end of the last finished file; what follows a crash left unfinished
 
     def check(self, recognizer: Recognizer) -> None:
-        """Refuse to add this run's records to those of another bundle or variant."""
+        """Refuse to add this run's records to those of another bundle or variant, or made with(out) --text."""
         ours = (recognizer.bundle.id, recognizer.variant)
         other = next(iter(sorted(self.made_by - {ours})), None)
         if other is not None:
             raise EdgeSerError(f"--output {self.path} holds records of bundle {other[0]} variant {other[1]}, not "
                                f"of this run's bundle {ours[0]} variant {ours[1]}; pass --overwrite to replace it "
                                "or choose another --output")
+        text = recognizer.text is not None
+        if self.text - {text}:
+            raise EdgeSerError(f"--output {self.path} holds events made {'without' if text else 'with'} --text; run "
+                               f"{'without' if text else 'with'} it to resume, or pass --overwrite to replace "
+                               "it or choose another --output")
 
 
 def read_earlier(output: Path) -> Earlier:
@@ -418,6 +424,8 @@ def read_earlier(output: Path) -> Earlier:
                 if not isinstance(record.get("bundle"), str) or not isinstance(record.get("variant"), str):
                     raise refuse(f"line {number} does not say which bundle and variant made it")
                 earlier.made_by.add((record["bundle"], record["variant"]))
+            if kind == "label":
+                earlier.text.add("audio_probs" in record)
             offset += len(line)
             if kind in ("summary", "error"):
                 earlier.done.add(file_key(record["file"]))

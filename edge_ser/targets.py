@@ -1,12 +1,13 @@
 """Which CPU this is, and which bundle variant suits it best (``--variant auto``).
 
 An exporter writes one int8 variant per CPU family (see the quantization presets of the toolchain) and records
-in each variant the targets it was made for. :func:`choose_variant` keeps the student variants that run here
-(target and installed engines; the teacher is the fp32 reference, used only when no student runs), drops those
-more than the bundle's ``evaluation.tolerance_ua`` below the most accurate of them, and takes the fastest
-measured at export on this CPU family (``latency_ms``), else the one made for this CPU, int8 before fp16 before
-fp32. An int8 variant's UA measured on another CPU family does not count against it: int8 kernels differ
-(x86 without VNNI saturates where VNNI and ARM do not).
+in each variant the targets it was made for. :func:`choose_variant` keeps the variants of the model the
+preference asks for (the student, the teacher, or any student for speed) that run here (target and installed
+engines), drops those more than the bundle's ``evaluation.tolerance_ua`` below the most accurate of them (int8
+damage), and takes the fastest measured at export on this CPU family (``latency_ms``), else the one made for this
+CPU, int8 before fp16 before fp32. Which *model* runs is the recipe's choice, not the held-out speakers' (a few
+speakers cannot rank models). An int8 variant's UA measured on another CPU family does not count against it:
+int8 kernels differ (x86 without VNNI saturates where VNNI and ARM do not).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ TARGETS = {
 }
 PRECISION_ORDER = ("int8", "fp16", "fp32")
 PREFERENCES = ("balanced", "accuracy", "speed")   # what --variant auto optimises (--prefer)
+FAST_HEAD = "fast"                                 # the head of a bundle's fast student variants
 
 
 @lru_cache(maxsize=1)
@@ -82,10 +84,11 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
                    backends: list[str] | None = None, prefer: str = "balanced") -> Choice:
     """The variant ``--variant auto`` runs: made for this CPU, runnable here, then by ``prefer``:
 
-    - ``balanced``: the fastest student within the UA tolerance of the most accurate student;
+    - ``balanced``: the student (not the fast student): its fastest variant within the UA tolerance of its most
+      accurate one;
     - ``accuracy``: the teacher (the accurate model; the fastest of its variants within the tolerance), or the
       students where the bundle has no teacher;
-    - ``speed``: the fastest student, whatever its accuracy.
+    - ``speed``: the fastest student (the fast student in a default export), whatever its accuracy.
 
     With ``backend``, variants made for that engine come first (an OpenVINO IR for openvino: the latency an ONNX
     variant was measured with at export is ONNX Runtime's)."""
@@ -109,6 +112,8 @@ def choose_variant(bundle: Bundle, backend: str | None = None, target: str | Non
     # students made for this CPU (or for any); a slimmed bundle may hold none, and any ONNX graph still runs here
     model = "teacher" if prefer == "accuracy" else "student"
     pool = {n: v for n, v in engines.items() if v.model == model} or engines
+    if prefer == "balanced":
+        pool = {n: v for n, v in pool.items() if v.head != FAST_HEAD} or pool
     runnable = {n: v for n, v in pool.items() if not v.targets or target in v.targets} or pool
     def ua(v):   # None where unknown for this CPU
         if v.metrics is None or (v.precision == "int8" and v.metrics.target not in ("", target)):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle import _read_regular
 from .errors import BundleError, EdgeSerError
 from .head import LinearHead
 from .transcribe import EXTRA, TextExtraError
@@ -47,11 +48,14 @@ def _sha256(data: bytes) -> str:
 
 
 def _read(path: Path, limit: int = MAX_PART_BYTES) -> bytes:
-    if not path.is_file() or path.is_symlink():
-        raise BundleError(f"{path} is missing (the text emotion part is incomplete); reinstall edge-ser")
-    if path.stat().st_size > limit:
+    """The bytes of a part file, read as bundle files are (a regular file, no symlink, FIFO or device)."""
+    try:
+        data = _read_regular(path, limit + 1)
+    except BundleError as e:
+        raise BundleError(f"{e}; the text emotion part is incomplete: reinstall edge-ser") from None
+    if len(data) > limit:
         raise BundleError(f"{path} is larger than {limit} bytes; reinstall edge-ser")
-    return path.read_bytes()
+    return data
 
 
 class TextEmotion:

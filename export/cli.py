@@ -28,6 +28,11 @@ class Init(str, enum.Enum):
     random = "random"
 
 
+class StudentLayers(str, enum.Enum):   # what the student's head reads (ExportConfig.student_layers)
+    own = "own"
+    teacher = "teacher"
+
+
 def speakers_option(value: Optional[str]) -> Optional[str]:
     """A count (``3``) or comma-separated speaker names (``03,08``): both mean "these speakers"."""
     if value is not None and (not value.strip() or any(not p.strip() for p in value.split(","))):
@@ -64,10 +69,18 @@ def export(
     test_speakers: Optional[str] = typer.Option(None, callback=speakers_option, help="Held-out speakers for the "
                                                 "reported metrics: a count or names (03,08) [default: 3]."),
     val_speakers: Optional[str] = typer.Option(None, callback=speakers_option, help="Training speakers whose audio "
-                                               "distillation skips, to validate its epochs: a count or names "
-                                               "[default: 3; 0 = keep the last epoch]."),
-    student_blocks: int = typer.Option(1, "--student-blocks", "--student-depth", min=1, max=64,
+                                               "distillation skips, to validate its epochs (--student-layers "
+                                               "teacher): a count or names [default: 4; 0, or fewer than 4: keep the "
+                                               "last epoch]."),
+    student_blocks: int = typer.Option(3, "--student-blocks", "--student-depth", min=1, max=64,
                                        help="Student transformer blocks (--student-depth is a deprecated alias)."),
+    student_layers: StudentLayers = typer.Option(
+        StudentLayers.own, help="own: the student is the teacher's first blocks and its head reads their hidden "
+        "states (nothing fit to your audio: it generalizes as the teacher does); teacher: it learns to predict every "
+        "teacher layer by distillation on your audio (needed for --student-width, --student-ffn, random init)."),
+    fast_blocks: int = typer.Option(2, min=0, max=64, help="Blocks of the fast student (the teacher's first blocks, "
+                                    "own layers; variants fast-*) [0: no fast student]."),
+    fast_time_stride: int = typer.Option(2, min=1, max=8, help="Fast student frames per teacher frame."),
     student_width: Optional[int] = typer.Option(None, min=32, max=4096, help="Student width [default: the "
                                                 "teacher's]."),
     student_init: Init = typer.Option(Init.teacher, help="Student initialisation."),
@@ -105,8 +118,10 @@ def export(
     cfg = ExportConfig(data=data, label_map=label_map, out=out, teacher=teacher, unlabeled=list(unlabeled or []),
                        cache=cache,
                        test_speakers=parse_speakers(test_speakers) or 3,
-                       val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 3,
-                       student_blocks=student_blocks, student_width=student_width, student_init=student_init.value,
+                       val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 4,
+                       student_blocks=student_blocks, student_layers=student_layers.value, fast_blocks=fast_blocks,
+                       fast_time_stride=fast_time_stride,
+                       student_width=student_width, student_init=student_init.value,
                        student_time_stride=student_time_stride, student_ffn=student_ffn,
                        distill_epochs=distill_epochs, augment=augment, head=head.value, device=device, seed=seed,
                        overwrite=overwrite)

@@ -7,7 +7,8 @@ Two passes over the same recipe:
    only. Every variant is exported and scored on the held-out speakers: these are the bundle's metrics.
 2. **Ship.** The head, the student's least-squares fits, normalisation and calibration are refit on every
    labelled speaker (the student trunk distilled in pass 1 is kept), exported again and checked for parity.
-   The manifest and model card say that the metrics describe pass 1 and the files are pass 2.
+   The manifest and model card say that the metrics describe pass 1 and the files are pass 2. With ``refit=False``
+   (leave-one-corpus-out studies) the files are pass 1's models, calibrated on the training speakers only.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from edge_ser.engine import load_graph, read_graph
 from edge_ser.errors import AudioError, DatasetError, EdgeSerError
 from edge_ser.interrupt import on_termination
 from edge_ser.evaluate import evaluate_waves
+from edge_ser.head import MIN_SPEAKERS
 from edge_ser.metrics import scores
 from edge_ser.progress import progress
 from edge_ser.targets import detect_target
@@ -40,11 +42,12 @@ from .features import corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
-from .teachers import load_teacher, make_student
+from .teachers import load_teacher, make_student, teacher_prefix
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
-HEAD_FILES = {"teacher": "head-teacher.npz", "student": "head-student.npz"}
+HEAD_FILES = {"teacher": "head-teacher.npz", "student": "head-student.npz", "fast": "head-fast.npz"}
+STUDENT_LAYERS = ("own", "teacher")
 LATENCY_REPS = 10         # timed calls per variant for --variant auto's choice on this CPU
 
 
@@ -57,17 +60,26 @@ class ExportConfig:
     unlabeled: list[Path] = field(default_factory=list)
     cache: Path | None = None     # keeps the teacher's pooled features of the labelled clips across runs
     test_speakers: int | list[str] = 3
-    val_speakers: int | list[str] = 3   # training speakers whose audio distillation skips, to score its epochs
-    student_blocks: int = 1
+    # training speakers whose audio distillation skips, to score its epochs (0, or fewer than 4: no epoch is chosen
+    # by them, the last one is kept: edge_ser.head.MIN_SPEAKERS)
+    val_speakers: int | list[str] = 4
+    student_blocks: int = 3
+    # "own": the student is the teacher's first blocks and its head reads their hidden states (nothing is fit to
+    # the data, so it generalizes as those teacher layers do); "teacher": it predicts every teacher layer the head
+    # reads, distilled on the training audio (narrower, pruned or strided students)
+    student_layers: str = "own"
     student_width: int | None = None
     student_init: str = "teacher"
     student_time_stride: int = 1
     student_ffn: int | None = None
+    fast_blocks: int = 2               # the fast student: the teacher's first blocks, own layers (0: none) ...
+    fast_time_stride: int = 2          # ... on 1/fast_time_stride of the frames
     distill_epochs: int = 3
     augment: int = 1
     head: str = "all"             # the head's layers: all | auto | best
     window_s: float = 4.0
     hop_s: float = 2.0
+    refit: bool = True            # False: ship the models that were scored (no refit on the held-out speakers)
     calibration_clips: int = 48
     parity_clips: int = 24
     device: str = "cpu"
@@ -77,11 +89,19 @@ class ExportConfig:
 
 @dataclass
 class Models:
-    """What one pass produces: the two torch models and the head choice."""
+    """What one pass produces: the torch models (teacher, student and the fast student if any) and the
+    student's distillation record."""
 
-    teacher: EmotionModel
-    student: EmotionModel
+    parts: dict[str, EmotionModel]
     history: list[dict]
+
+    @property
+    def teacher(self) -> EmotionModel:
+        return self.parts["teacher"]
+
+    @property
+    def student(self) -> EmotionModel:
+        return self.parts["student"]
 
 
 def torch_scores(model: EmotionModel, waves, y, n_classes) -> dict:
@@ -118,11 +138,18 @@ def check_classes(labels: list[str], y_train: np.ndarray, where: str) -> None:
                            "aside; choose other --test-speakers or drop that class from the data")
 
 
-def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, history: list[dict]) -> str:
+def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, history: list[dict],
+                    fast: bool = False) -> str:
     """One line for the export summary and model card: architecture, cost, and which epoch was kept."""
-    shape = [f"{cfg.student_blocks} block{'s' if cfg.student_blocks > 1 else ''} x {cfg.student_width or teacher_dim}"]
+    blocks, stride = (cfg.fast_blocks, cfg.fast_time_stride) if fast else (cfg.student_blocks, cfg.student_time_stride)
+    if fast or cfg.student_layers == "own":
+        strided = f", on 1/{stride} of the frames" if stride > 1 else ""
+        return (f"the teacher's first {blocks} block{'s' if blocks > 1 else ''}{strided}, its own hidden states "
+                f"pooled (no distillation: nothing fit to the training audio), {mac_ratio:.1f}x fewer MACs/s than "
+                "the teacher")
+    shape = [f"{blocks} block{'s' if blocks > 1 else ''} x {cfg.student_width or teacher_dim}"]
     shape += [f"FFN {cfg.student_ffn}"] if cfg.student_ffn else []
-    shape += [f"1/{cfg.student_time_stride} of the frames"] if cfg.student_time_stride > 1 else []
+    shape += [f"1/{stride} of the frames"] if stride > 1 else []
     kept = next(h for h in history if h["kept"])
     if kept["score"] is None:
         distilled = f"distilled {kept['epoch']} epochs (no validation speakers)"
@@ -134,36 +161,39 @@ def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, histo
             f"{distilled}")
 
 
-def write_variants(teacher_model, student_model, out: Path, calib: list[np.ndarray]) -> dict[str, mf.Variant]:
-    """Every graph of the bundle into ``out``: teacher and student in fp32 and int8 (see :mod:`.presets`), the
-    student also as OpenVINO IR; and the two heads."""
+def write_variants(parts: dict[str, EmotionModel], out: Path, calib: list[np.ndarray]) -> dict[str, mf.Variant]:
+    """Every graph of the bundle into ``out``: each part (teacher, student, fast student) in fp32 and int8 (see
+    :mod:`.presets`), the students also as OpenVINO IR; and their heads. A variant is named PART-PRECISION and
+    reads the head named PART."""
     variants: dict[str, mf.Variant] = {}
 
-    def add(name, fmt, precision, model, quantization=None, targets=()):
+    def add(name, fmt, precision, part, macs, quantization=None, targets=()):
         files = [f"{name}.onnx"] if fmt == "onnx" else [f"{name}.xml", f"{name}.bin"]
-        variants[name] = mf.Variant(files=files, format=fmt, precision=precision, model=model, head=model,
+        variants[name] = mf.Variant(files=files, format=fmt, precision=precision, head=part, macs_per_s=macs,
+                                    model="teacher" if part == "teacher" else "student",
                                     quantization=quantization, targets=list(targets))
         return out / files[0]
 
-    for model, m in (("teacher", teacher_model), ("student", student_model)):
-        (out / HEAD_FILES[model]).write_bytes(m.head.numbers.to_bytes())
-    for model, m in (("teacher", teacher_model), ("student", student_model)):
-        fp32 = add(f"{model}-fp32", "onnx", "fp32", model)
+    for part, m in parts.items():
+        (out / HEAD_FILES[part]).write_bytes(m.head.numbers.to_bytes())
+        fp32 = out / f"{part}-fp32.onnx"
         graph.export_onnx(m.embedder, fp32)
+        macs = count_macs(fp32)
+        add(f"{part}-fp32", "onnx", "fp32", part, macs)
         for p in ORT_PRESETS:
-            graph.quantize_dynamic_onnx(fp32, add(f"{model}-{p.name}", "onnx", "int8", model, p.description,
+            graph.quantize_dynamic_onnx(fp32, add(f"{part}-{p.name}", "onnx", "int8", part, macs, p.description,
                                                   p.targets), p.signed_weights)
-    student = out / variants["student-fp32"].files[0]
-    graph.export_openvino(student, add("student-ov-fp32", "openvino", "fp32", "student"))
-    graph.quantize_openvino(student, add("student-ov-int8", "openvino", "int8", "student",
-                                         "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS), calib)
+        if part != "teacher":
+            graph.export_openvino(fp32, add(f"{part}-ov-fp32", "openvino", "fp32", part, macs))
+            graph.quantize_openvino(fp32, add(f"{part}-ov-int8", "openvino", "int8", part, macs,
+                                              "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS), calib)
     return variants
 
 
 def check_parity(variants: dict[str, mf.Variant], models: Models, directory: Path, clips: list[np.ndarray]) -> None:
     """Record each graph's agreement with its torch model; an fp32 graph that disagrees stops the export."""
     for name, v in variants.items():
-        model = models.teacher if v.model == "teacher" else models.student
+        model = models.parts[v.head]
         v.parity = mf.Parity(**graph.parity(model, directory / v.files[0], clips, model.head.numbers))
         if v.precision == "fp32" and (v.parity.max_abs_diff > PARITY_TOLERANCE or v.parity.top1_agreement < 1.0):
             raise EdgeSerError(f"exported {name} disagrees with its torch model ({v.parity}); "
@@ -208,7 +238,7 @@ class Export:
         log.info("%s: %d clips, %d labels; %s; held-out speakers %s (%d clips)", self.corpus.name, len(self.waves),
                  len(self.labels), self.corpus.skip_summary(), ", ".join(self.fold.test_speakers), len(self.fold.test))
         self.teacher = load_teacher(cfg.teacher).eval()
-        make_student(self.teacher, cfg.student_blocks, cfg.student_width, cfg.student_init, cfg.student_time_stride)
+        check_students(cfg, self.teacher)
         self.teacher.to(parallel.device())
         self.features = teacher_features(self.teacher, self.waves, cfg.cache, corpus_key(self.corpus.items))
         self.teacher.cpu()
@@ -217,19 +247,54 @@ class Export:
         probe = self.fit_head(self.features, self.fold.train)
         self.layers, self.l2 = probe.selected["layers"], probe.selected["l2"]
         log.info("head inputs: %s; %s", head_inputs(self.layers), probe.report.summary())
+        self.prefixes = self.prefix_students()
 
     def fit_head(self, features: np.ndarray, idx: np.ndarray) -> LinearHead:
+        """The linear head on ``features`` of clips ``idx``: the layers chosen on the teacher (those a prefix of
+        the teacher has, else all of its own) and the penalty chosen once."""
+        layers = self.layers
+        if isinstance(layers, list) and features.shape[1] < self.teacher.n_layers:
+            layers = [i for i in layers if i < features.shape[1]] or "all"
         return fit_head("linear", features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
-                        groups=[self.speakers[i] for i in idx], layers=self.layers, l2=self.l2)
+                        groups=[self.speakers[i] for i in idx], layers=layers, l2=self.l2)
+
+    def prefix_students(self) -> dict[str, tuple[torch.nn.Module, np.ndarray]]:
+        """The students made of the teacher's first blocks ("student" with student_layers "own", "fast") and
+        their features of every clip (the teacher's own, unless strided): nothing in them is fit to the data, so
+        both passes share them."""
+        cfg, out = self.cfg, {}
+        for part, blocks, stride in (("student", cfg.student_blocks, cfg.student_time_stride),
+                                     ("fast", cfg.fast_blocks, cfg.fast_time_stride)):
+            if blocks and (part == "fast" or cfg.student_layers == "own"):
+                model = teacher_prefix(self.teacher, blocks, stride)
+                out[part] = (model, self.features[:, :blocks + 1] if stride == 1 else
+                             embed(model, self.waves, f"{part} student features"))
+        return out
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
         """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
+        train = self.fold.train
+        parts = {"teacher": EmotionModel(self.teacher, self.fit_head(self.features, train)).eval()}
+        history, unlabeled = [], []
+        if self.cfg.student_layers == "teacher":
+            parts["student"], history, unlabeled = self.distilled(parts["teacher"].head)
+        elif self.cfg.unlabeled:
+            log.info("--unlabeled serves distillation only (--student-layers teacher): not used")
+        for part, (model, features) in self.prefixes.items():
+            parts[part] = EmotionModel(model, self.fit_head(features, train)).eval()
+        return Models(parts, history), unlabeled
+
+    def distilled(self, teacher_head: LinearHead) -> tuple[EmotionModel, list[dict], list[np.ndarray]]:
+        """The student distilled without the held-out speakers (nor the validation speakers that score its
+        epochs), its head, its record and the unlabeled clips."""
         cfg, train = self.cfg, self.fold.train
-        teacher_head = self.fit_head(self.features, train)
         train_items = [self.corpus.items[i] for i in train]
         inner, validate = Fold(np.arange(len(train)), np.array([], dtype=int), []), None
         n_val = len(cfg.val_speakers) if isinstance(cfg.val_speakers, list) else cfg.val_speakers
-        if n_val and len(set(it.speaker for it in train_items)) > n_val:
+        if 0 < n_val < MIN_SPEAKERS:
+            log.info("%d validation speakers cannot rank distillation epochs (%d or more can): the last epoch is kept",
+                     n_val, MIN_SPEAKERS)
+        elif n_val and len(set(it.speaker for it in train_items)) > n_val:
             inner = heldout_split(train_items, cfg.val_speakers, seed=cfg.seed)
             self.validation_speakers = list(inner.test_speakers)
             validate = self._validation(train[inner.train], train[inner.test])
@@ -245,8 +310,7 @@ class Export:
         student, history = distill(self.teacher, clips, dcfg, head=kd_head, validate=validate)
         student_head = self.fit_head(embed(student, self.waves, "student features"), train)
         keep_used_layers(student, student_head)
-        return Models(EmotionModel(self.teacher, teacher_head).eval(), EmotionModel(student, student_head).eval(),
-                      history), unlabeled
+        return EmotionModel(student, student_head).eval(), history, unlabeled
 
     def _validation(self, fit_idx: np.ndarray, val_idx: np.ndarray):
         """UA on the ``val_idx`` clips of a head fitted on the student's features of ``fit_idx``."""
@@ -258,15 +322,38 @@ class Export:
         return validate
 
     def ship_pass(self, evaluated: Models, unlabeled: list[np.ndarray]) -> Models:
-        """Pass 2: the same recipe refit on every labelled speaker (the distilled trunk is kept); the
-        least-squares fits see every labelled clip and as many unlabeled ones."""
+        """Pass 2: the same recipe refit on every labelled speaker (a distilled trunk is kept; its least-squares
+        fits see every labelled clip and as many unlabeled ones)."""
         everyone = np.arange(len(self.waves))
-        student = copy.deepcopy(evaluated.student.encoder)
-        fit_predictions_on(student, self.teacher, list(self.waves) + unlabeled[:len(self.waves)])
-        student_head = self.fit_head(embed(student, self.waves, "student features (all speakers)"), everyone)
-        keep_used_layers(student, student_head)
-        return Models(EmotionModel(self.teacher, self.fit_head(self.features, everyone)).eval(),
-                      EmotionModel(student, student_head).eval(), evaluated.history)
+        parts = {"teacher": EmotionModel(self.teacher, self.fit_head(self.features, everyone)).eval()}
+        if self.cfg.student_layers == "teacher":
+            student = copy.deepcopy(evaluated.student.encoder)
+            fit_predictions_on(student, self.teacher, list(self.waves) + unlabeled[:len(self.waves)])
+            student_head = self.fit_head(embed(student, self.waves, "student features (all speakers)"), everyone)
+            keep_used_layers(student, student_head)
+            parts["student"] = EmotionModel(student, student_head).eval()
+        for part, (model, features) in self.prefixes.items():
+            parts[part] = EmotionModel(model, self.fit_head(features, everyone)).eval()
+        return Models(parts, evaluated.history)
+
+
+def head_layers(model: EmotionModel) -> list[int]:
+    """The teacher layers a model's head reads (a distilled student's predictions stand for them)."""
+    return list(getattr(model.encoder, "targets", None) or model.head.layers.tolist())
+
+
+def check_students(cfg: ExportConfig, teacher) -> None:
+    """Refuse student settings that cannot be built, before any long computation."""
+    if cfg.student_layers not in STUDENT_LAYERS:
+        raise EdgeSerError(f"student layers {cfg.student_layers!r}: use one of {', '.join(STUDENT_LAYERS)}")
+    if cfg.student_layers == "own" and (cfg.student_width not in (None, teacher.dim) or cfg.student_init != "teacher"
+                                        or cfg.student_ffn):
+        raise EdgeSerError("a student with its own layers is the teacher's first blocks: it takes the teacher's width, "
+                           "initialisation and feed-forward size; use --student-layers teacher to distill a narrower, "
+                           "pruned or randomly initialised student")
+    make_student(teacher, cfg.student_blocks, cfg.student_width, cfg.student_init, cfg.student_time_stride)
+    if cfg.fast_blocks:
+        make_student(teacher, cfg.fast_blocks, None, "teacher", cfg.fast_time_stride)
 
 
 def run_export(cfg: ExportConfig) -> mf.Manifest | None:
@@ -276,22 +363,23 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     labels, test = ex.labels, ex.fold.test
     test_w, y_test = [ex.waves[i] for i in test], ex.y[test]
     evaluated, unlabeled = ex.evaluate_pass()
-    shipped = ex.ship_pass(evaluated, unlabeled)
+    shipped = ex.ship_pass(evaluated, unlabeled) if cfg.refit else evaluated
     if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
         return None
     rng = np.random.default_rng(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="edge-ser-eval-") as tmp, \
             on_termination(lambda: shutil.rmtree(tmp, ignore_errors=True)):   # pass 1 graphs: scored, not shipped
         tmp = Path(tmp)
-        calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
-        variants = write_variants(evaluated.teacher, evaluated.student, tmp, calib)
+        train_calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
+        variants = write_variants(evaluated.parts, tmp, train_calib)
         write_bundle(tmp, _manifest(cfg, ex, evaluated, variants, tmp, None, start))
         metrics = evaluate_waves(load_bundle(tmp), test_w, [labels[i] for i in y_test])["variants"]
     torch_metrics = {"torch_teacher": torch_scores(evaluated.teacher, test_w, y_test, len(labels)),
                      "torch_student": torch_scores(evaluated.student, test_w, y_test, len(labels))}
     with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
-        calib = [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.calibration_clips]]
-        variants = write_variants(shipped.teacher, shipped.student, tmp, calib)
+        calib = [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.calibration_clips]] if cfg.refit \
+            else train_calib   # without refit: the very files that were scored
+        variants = write_variants(shipped.parts, tmp, calib)
         check_parity(variants, shipped, tmp, [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.parity_clips]])
         measure_latency(variants, tmp)
         target = detect_target()
@@ -306,30 +394,37 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
 def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str, mf.Variant], directory: Path,
               torch_metrics: dict | None, start: float) -> mf.Manifest:
     teacher, corpus, fold = ex.teacher, ex.corpus, ex.fold
-    teacher_macs = count_macs(directory / variants["teacher-fp32"].files[0])
-    student_macs = count_macs(directory / variants["student-fp32"].files[0])
+    macs = {v.head: v.macs_per_s for v in variants.values()}
     n_speakers = len(corpus.speakers)
     protocol = (f"held-out speakers {', '.join(fold.test_speakers)} ({len(fold.test)} clips) of {corpus.name}, never "
                 "used for distillation, calibration, normalisation or the head; clips scored by the runtime (windows "
                 f"of {cfg.window_s} s, hop {cfg.hop_s} s, probabilities averaged)")
+    refit = ("the heads, the student's least-squares fits, normalisation and int8 calibration refit on all "
+             f"{n_speakers} speakers (the student trunk is the one distilled without the held-out speakers)"
+             if cfg.student_layers == "teacher" else
+             f"the heads, normalisation and int8 calibration refit on all {n_speakers} speakers")
     shipped = (f"the metrics describe models fit on the {n_speakers - len(fold.test_speakers)} training speakers; the "
-               f"shipped files are the same recipe with the head, the student's least-squares fits, normalisation and "
-               f"int8 calibration refit on all {n_speakers} speakers (the student trunk is the one distilled "
-               "without the held-out speakers)")
+               f"shipped files are the same recipe with {refit}" if cfg.refit else
+               f"the shipped files are the models the metrics describe (fit on the "
+               f"{n_speakers - len(fold.test_speakers)} training speakers only)")
     m = mf.Manifest(
         labels=ex.labels, input=mf.Input(window_s=cfg.window_s, hop_s=cfg.hop_s), variants=variants,
         default_variant="student-fp32",
         teacher=mf.Teacher(name=_public(teacher.name), family=teacher.provenance.get("model_type", teacher.kind),
-                           blocks=teacher.blocks, dim=teacher.dim, macs_per_s=teacher_macs,
+                           blocks=teacher.blocks, dim=teacher.dim, macs_per_s=macs["teacher"],
                            source=_public(teacher.provenance.get("location", ""))),
         student=mf.Student(blocks=cfg.student_blocks, dim=cfg.student_width or teacher.dim,
-                           time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, macs_per_s=student_macs,
-                           summary=student_summary(cfg, teacher.dim, teacher_macs / student_macs, models.history),
+                           time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, macs_per_s=macs["student"],
+                           summary=student_summary(cfg, teacher.dim, macs["teacher"] / macs["student"], models.history),
                            distillation=[mf.Epoch(**h) for h in models.history],
                            validation_speakers=ex.validation_speakers),
-        heads={model: mf.Head(file=HEAD_FILES[model], dim=h.numbers.dim, inputs=head_inputs(ex.layers),
-                              fit=h.report.summary(), temperature=h.report.temperature, ece=h.report.ece)
-               for model, h in (("teacher", models.teacher.head), ("student", models.student.head))},
+        fast=mf.Student(blocks=cfg.fast_blocks, dim=teacher.dim, time_stride=cfg.fast_time_stride,
+                        macs_per_s=macs["fast"],
+                        summary=student_summary(cfg, teacher.dim, macs["teacher"] / macs["fast"], [], fast=True))
+        if "fast" in macs else None,
+        heads={part: mf.Head(file=HEAD_FILES[part], dim=m.head.numbers.dim, inputs=head_inputs(head_layers(m)),
+                             fit=m.head.report.summary(), temperature=m.head.report.temperature, ece=m.head.report.ece)
+               for part, m in models.parts.items()},
         data=mf.Data(corpus=corpus.name, clips=len(ex.waves), speakers=n_speakers,
                      test_speakers=list(fold.test_speakers), trained_speakers=list(corpus.speakers),
                      label_counts={lab: int((ex.y == i).sum()) for i, lab in enumerate(ex.labels)},
@@ -338,8 +433,20 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
         evaluation=mf.Evaluation(protocol=protocol, shipped=shipped,
                                  **{k: mf.Metrics(**v) for k, v in (torch_metrics or {}).items()}),
         export=mf.Export(edge_ser=__version__, seconds=round(time.time() - start, 1),
-                         config={k: _public(v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite")}))
+                         config=public_config(cfg)))
     return m
+
+
+def public_config(cfg: ExportConfig) -> dict[str, str]:
+    """The export's options as its manifest records them (no paths of the exporting machine)."""
+    return {k: _public(v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite")}
+
+
+def made_with(manifest: mf.Manifest | None, cfg: ExportConfig) -> bool:
+    """Whether ``manifest`` records an export with the options of ``cfg`` (where features are cached aside), so a
+    long benchmark can reuse it."""
+    same = {k: v for k, v in public_config(cfg).items() if k != "cache"}
+    return bool(manifest and manifest.export and all(manifest.export.config.get(k) == v for k, v in same.items()))
 
 
 def _public(value) -> str:

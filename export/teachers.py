@@ -453,3 +453,16 @@ def make_student(teacher: Encoder, blocks: int, width: int | None = None, init: 
     student = Encoder(encoder, f"{teacher.name}-student-{blocks}x{width}", {
         "source": "student", "student_of": teacher.name, "init": init, "config": spec, "copied_blocks": sorted(blocks)})
     return student.eval()
+
+
+def teacher_prefix(teacher: Encoder, blocks: int, time_stride: int = 1) -> Encoder:
+    """The teacher's first ``blocks`` blocks read directly: its hidden states are the teacher's layers 0..blocks
+    (Whisper's final layer norm belongs after the teacher's last block: a shorter prefix leaves it out), so
+    nothing in it is fit to any data and it generalizes as those teacher layers do. With ``time_stride`` > 1 the
+    blocks run on fewer frames (see :func:`make_student`) and the states only approximate the teacher's."""
+    prefix = make_student(teacher, blocks, None, "teacher", time_stride)
+    if prefix.kind == "whisper" and blocks < teacher.blocks:
+        prefix.encoder.ln_post = nn.Identity()
+    prefix.name = f"{teacher.name}-prefix-{blocks}"
+    prefix.provenance.update(name=prefix.name, own_layers=True)
+    return prefix

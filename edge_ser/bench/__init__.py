@@ -131,11 +131,12 @@ def _variant_rows(bundle: Bundle, backends: list[str]) -> list[Row]:
     m = bundle.manifest
     rows = []
     for name, v in bundle.variants.items():
-        encoder = m.teacher if v.model == "teacher" else m.student
+        encoder = m.teacher if v.model == "teacher" else m.student   # bundles from before Variant.macs_per_s
+        macs = v.macs_per_s or (encoder.macs_per_s if encoder else None)
         for b in backends:
             if backend_for(v, None) == "openvino" and b != "openvino":
                 continue
-            rows.append(Row(name, b, v.precision, bundle.size_mb(name), encoder.macs_per_s if encoder else None))
+            rows.append(Row(name, b, v.precision, bundle.size_mb(name), macs))
     if not rows:
         raise EdgeSerError(f"no variant of {bundle.path} runs on {', '.join(backends)}; IR variants need openvino")
     return rows

@@ -170,6 +170,19 @@ def test_resume_refuses_another_bundle_or_variant(tiny_bundle, folder, tmp_path)
         assert r.returncode == 2 and "ov-fp32" in r.stderr and out.read_bytes() == before
 
 
+def test_resume_refuses_records_made_with_the_other_text_setting(tiny_bundle, folder, tmp_path):
+    """Events of a --text run (audio_probs, text ...) and of a run without it must not mix in one output."""
+    out = tmp_path / "events.jsonl"
+    assert cli("run", tiny_bundle, "--input", folder, "--output", out).returncode == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert any("label" in r for r in records)
+    out.write_text("".join(json.dumps({**r, "audio_probs": r["probs"]} if "label" in r else r) + "\n"
+                           for r in records[:-1]))   # as a --text run left it, its last file not finished
+    before = out.read_bytes()
+    r = no_traceback(cli("run", tiny_bundle, "--input", folder, "--output", out))
+    assert r.returncode == 2 and "with --text" in r.stderr and out.read_bytes() == before
+
+
 def test_every_record_names_its_bundle_and_variant(tiny_bundle, sequential):
     from edge_ser.bundle import load_bundle
     bundle_id = hashlib.sha256((tiny_bundle / "edge-ser.json").read_bytes()).hexdigest()[:12]

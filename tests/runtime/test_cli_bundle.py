@@ -188,11 +188,11 @@ def test_check_out_refuses_what_is_not_a_bundle(tmp_path, monkeypatch):
 def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
     from edge_ser.targets import choose_variant
 
-    def v(model, precision, ua, targets=(), latency=None, measured="x86-avx2", fmt="onnx"):
+    def v(model, precision, ua, targets=(), latency=None, measured="x86-avx2", fmt="onnx", head="h"):
         files = [f"{len(variants)}.onnx"] if fmt == "onnx" else [f"{len(variants)}.xml", f"{len(variants)}.bin"]
         for f in files:
             (tmp_path / f).write_bytes(b"x")
-        return mf.Variant(files=files, format=fmt, precision=precision, model=model, head="h", targets=list(targets),
+        return mf.Variant(files=files, format=fmt, precision=precision, model=model, head=head, targets=list(targets),
                           metrics=mf.Metrics(ua=ua, wa=ua, f1=ua, n=10, target=measured),
                           latency_ms={"x86-avx2": latency} if latency else {})
     variants = {}
@@ -200,11 +200,14 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
                        "u8u8": ("student", "int8", 0.85, ("x86-avx2",), 13.0),
                        "u8s8": ("student", "int8", 0.60, ("x86-vnni", "arm64", "arm64-dotprod"), 12.0),
                        "ov-int8": ("student", "int8", 0.87, ("x86-vnni", "x86-avx2"), 18.0, "x86-avx2",
-                                   "openvino")}.items():
+                                   "openvino"),
+                       # the fast student: never what balanced runs (the recipe's model choice), what speed runs
+                       "fast": ("student", "int8", 0.88, ("x86-avx2",), 5.0, "x86-avx2", "onnx", "fast")}.items():
         variants[name] = v(*args)
     (tmp_path / "h.npz").write_bytes(b"x")
     write_bundle(tmp_path, mf.Manifest(labels=["a", "b"], input=mf.Input(window_s=2.0, hop_s=1.0),
-                                       variants=variants, default_variant="fp32", heads=HEAD))
+                                       variants=variants, default_variant="fp32",
+                                       heads={**HEAD, "fast": HEAD["h"]}))
     b = load_bundle(tmp_path)
     onnx_only = ["onnxruntime"]
     assert choose_variant(b, target="x86-avx2", backends=onnx_only).name == "u8u8"        # fastest, accurate
@@ -214,7 +217,8 @@ def test_auto_picks_the_fastest_accurate_student_made_for_the_cpu(tmp_path):
     assert choose_variant(b, target="generic", backends=onnx_only).name == "fp32"
     # --prefer: accuracy lets the teacher compete, speed ignores accuracy
     assert choose_variant(b, target="x86-avx2", prefer="accuracy").name == "teacher"
-    assert choose_variant(b, target="x86-avx2", prefer="speed").name == "u8u8"          # 13 ms, though UA 0.85
+    assert choose_variant(b, target="x86-avx2", prefer="speed").name == "fast"          # 5 ms
+    assert choose_variant(b, target="x86-avx2", prefer="speed", backends=onnx_only).name == "fast"
     with pytest.raises(EdgeSerError, match="unknown preference"):
         choose_variant(b, prefer="fast")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 
@@ -288,3 +289,18 @@ def test_a_text_part_may_carry_its_own_encoder_file_but_only_inside_its_folder(t
         else:
             with pytest.raises(BundleError, match="plain file name"):
                 TextEmotion(part)
+
+
+def test_a_text_part_file_that_is_a_link_or_a_fifo_is_refused(tmp_path):
+    model = text_model()
+    from edge_ser.textemotion import TextEmotion
+    for kind in ("symlink", "fifo"):
+        part = tmp_path / kind
+        shutil.copytree(model.path, part)
+        (part / "head.npz").unlink()
+        if kind == "symlink":
+            (part / "head.npz").symlink_to(model.path / "head.npz")
+        else:
+            os.mkfifo(part / "head.npz")   # a read would block forever
+        with pytest.raises(BundleError, match="symbolic link|not a regular file"):
+            TextEmotion(part)

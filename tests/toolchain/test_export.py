@@ -64,9 +64,9 @@ def corpus(tmp_path_factory):
     return tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-VARIANTS = {"teacher-fp32", "teacher-int8-u8u8", "teacher-int8-u8s8", "student-fp32", "student-int8-u8u8",
-            "student-int8-u8s8", "student-ov-fp32",
-            "student-ov-int8"}
+VARIANTS = {f"{part}-{kind}" for part in ("student", "fast") for kind in ("fp32", "int8-u8u8", "int8-u8s8", "ov-fp32",
+                                                                        "ov-int8")} | \
+    {"teacher-fp32", "teacher-int8-u8u8", "teacher-int8-u8s8"}
 
 
 @pytest.mark.parametrize("make_teacher", [tiny_whisper, tiny_wav2vec2])
@@ -74,8 +74,8 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
     from edge_ser_export.pipeline import run_export
 
     out = tmp_path / "bundle"
-    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher"), student_time_stride=2,
-                                 student_ffn=16, val_speakers=1, head="auto"))
+    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher"), student_layers="teacher",
+                                 student_time_stride=2, student_ffn=16, val_speakers=1, head="auto"))
     assert (manifest.student.time_stride, manifest.student.ffn) == (2, 16)
     bundle = load_bundle(out)     # checksums verified
     assert bundle.manifest == manifest and bundle.labels == LABELS
@@ -88,11 +88,15 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
     assert bundle.variants["student-int8-u8u8"].targets == ["x86-avx2"]
     assert "arm64" in bundle.variants["student-int8-u8s8"].targets
     assert manifest.student.macs_per_s < manifest.teacher.macs_per_s
-    assert len(manifest.data.test_speakers) == 1 and len(manifest.student.validation_speakers) == 1
-    assert not set(manifest.data.test_speakers) & set(manifest.student.validation_speakers)
-    assert set(manifest.heads) == {"teacher", "student"}
+    assert len(manifest.data.test_speakers) == 1
+    # one validation speaker cannot rank epochs (edge_ser.head.MIN_SPEAKERS): none is set aside, the last is kept
+    assert manifest.student.validation_speakers == []
+    assert [e.kept for e in manifest.student.distillation] == [False, True]
+    assert set(manifest.heads) == {"teacher", "student", "fast"}
     assert all(h.kind == "linear" and h.inputs and "UA" in h.fit and h.temperature > 0 for h in manifest.heads.values())
-    assert {v.head for v in manifest.variants.values()} == {"teacher", "student"}
+    assert {v.head for v in manifest.variants.values()} == {"teacher", "student", "fast"}
+    assert manifest.fast.time_stride == 2 and "first 2 blocks, on 1/2 of the frames" in manifest.fast.summary
+    assert all(v.macs_per_s for v in manifest.variants.values())
     assert "refit on all 3 speakers" in manifest.evaluation.shipped
     card = (out / "MODEL_CARD.md").read_text()
     assert card.count("student-int8-u8s8") == 1 and "refit on all 3 speakers" in card
@@ -105,6 +109,52 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
         for length in (4000, 37000):
             p = Recognizer(out, variant=variant).predict(np.zeros(length, np.float32) + 0.1, 16000).probs
             assert set(p) == set(LABELS) and abs(sum(p.values()) - 1) < 1e-4
+
+
+def test_own_layer_students_are_the_teachers_first_blocks(tmp_path, corpus):
+    """The default students read the teacher's own hidden states: their embeddings are the teacher's layers 0..k
+    (nothing fit to the data), so their heads see exactly the teacher's features of those layers."""
+    from edge_ser.engine import open_engine
+    from edge_ser_export.pipeline import run_export
+
+    out = tmp_path / "bundle"
+    m = run_export(config(corpus, out, tiny_whisper(tmp_path / "teacher"), student_blocks=2, fast_blocks=1,
+                          fast_time_stride=1, head="all", unlabeled=[corpus.parent]))
+    assert m.student.distillation == [] and "no distillation" in m.student.summary
+    assert (m.heads["teacher"].inputs, m.heads["student"].inputs, m.heads["fast"].inputs) == \
+        ("layers 0, 1, 2 (mean+std pooled, concatenated)",) * 2 + ("layers 0, 1 (mean+std pooled, concatenated)",)
+    assert m.variants["fast-fp32"].macs_per_s < m.variants["student-fp32"].macs_per_s <= \
+        m.variants["teacher-fp32"].macs_per_s
+    bundle = load_bundle(out)
+    clip = (0.1 * np.random.default_rng(1).standard_normal(24000)).astype(np.float32)
+    emb = {part: open_engine(bundle, f"{part}-fp32").embed(clip[None])[0] for part in ("teacher", "student", "fast")}
+    np.testing.assert_allclose(emb["student"], emb["teacher"], rtol=1e-4, atol=1e-4)   # 2 of 2 blocks
+    np.testing.assert_allclose(emb["fast"], emb["teacher"][:len(emb["fast"])], rtol=1e-4, atol=1e-4)
+
+
+def test_without_refit_the_bundle_holds_what_was_scored(tmp_path, corpus):
+    """refit=False (leave-one-corpus-out studies): the shipped heads are the ones fit without the held-out speaker,
+    so scoring the bundle on that speaker again gives the metrics it records."""
+    from edge_ser.evaluate import evaluate_bundle
+    from edge_ser_export.pipeline import run_export
+
+    out = tmp_path / "bundle"
+    m = run_export(config(corpus, out, tiny_whisper(tmp_path / "teacher"), refit=False, fast_blocks=0,
+                          test_speakers=["s3"]))
+    assert "the models the metrics describe" in m.evaluation.shipped and "fast-fp32" not in m.variants
+    rows = [r for r in corpus.read_text().splitlines() if r.startswith("path") or r.endswith(",s3")]
+    (tmp_path / "s3.csv").write_text("\n".join(f"{corpus.parent}/{r}" if i else r for i, r in enumerate(rows)))
+    again = evaluate_bundle(out, tmp_path / "s3.csv", variants=["teacher-fp32", "student-int8-u8u8"])["variants"]
+    for name, scored in again.items():
+        assert scored["ua"] == pytest.approx(m.variants[name].metrics.ua)
+
+
+@pytest.mark.parametrize("options", [dict(student_width=16), dict(student_ffn=16), dict(student_init="random")])
+def test_own_layer_students_refuse_what_needs_distillation(tmp_path, corpus, options):
+    from edge_ser_export.pipeline import run_export
+    with pytest.raises(EdgeSerError, match="--student-layers teacher"):
+        run_export(config(corpus, tmp_path / "bundle", tiny_whisper(tmp_path / "teacher"), **options))
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_a_class_without_training_clips_is_refused(tmp_path, corpus):
