@@ -17,7 +17,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +238,10 @@ class Export:
         log.info("%s: %d clips, %d labels; %s; held-out speakers %s (%d clips)", self.corpus.name, len(self.waves),
                  len(self.labels), self.corpus.skip_summary(), ", ".join(self.fold.test_speakers), len(self.fold.test))
         self.teacher = load_teacher(cfg.teacher).eval()
+        if max(cfg.student_blocks, cfg.fast_blocks) > self.teacher.blocks:
+            log.info("the teacher has %d blocks: the students take at most that many", self.teacher.blocks)
+            self.cfg = cfg = replace(cfg, student_blocks=min(cfg.student_blocks, self.teacher.blocks),
+                                     fast_blocks=min(cfg.fast_blocks, self.teacher.blocks))
         check_students(cfg, self.teacher)
         self.teacher.to(parallel.device())
         self.features = teacher_features(self.teacher, self.waves, cfg.cache, corpus_key(self.corpus.items))
@@ -360,6 +364,7 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     """Write the bundle at cfg.out atomically and return its manifest (None on the helper processes of torchrun)."""
     start = time.time()
     ex = Export(cfg)
+    cfg = ex.cfg   # the students' blocks fitted to the teacher's
     labels, test = ex.labels, ex.fold.test
     test_w, y_test = [ex.waves[i] for i in test], ex.y[test]
     evaluated, unlabeled = ex.evaluate_pass()
