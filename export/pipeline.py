@@ -377,7 +377,7 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
         tmp = Path(tmp)
         train_calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
         variants = write_variants(evaluated.parts, tmp, train_calib)
-        write_bundle(tmp, _manifest(cfg, ex, evaluated, variants, tmp, None, start))
+        write_bundle(tmp, _manifest(cfg, ex, evaluated, variants, None, start))
         metrics = evaluate_waves(load_bundle(tmp), test_w, [labels[i] for i in y_test])["variants"]
     torch_metrics = {"torch_teacher": torch_scores(evaluated.teacher, test_w, y_test, len(labels)),
                      "torch_student": torch_scores(evaluated.student, test_w, y_test, len(labels))}
@@ -390,13 +390,13 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
         target = detect_target()
         for name, v in variants.items():
             v.metrics = mf.Metrics(**metrics[name], target=target)
-        manifest = _manifest(cfg, ex, shipped, variants, tmp, torch_metrics, start)
+        manifest = _manifest(cfg, ex, shipped, variants, torch_metrics, start)
         manifest = write_bundle(tmp, manifest)
     log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)
     return manifest
 
 
-def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str, mf.Variant], directory: Path,
+def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str, mf.Variant],
               torch_metrics: dict | None, start: float) -> mf.Manifest:
     teacher, corpus, fold = ex.teacher, ex.corpus, ex.fold
     macs = {v.head: v.macs_per_s for v in variants.values()}
