@@ -38,7 +38,7 @@ from edge_ser.targets import detect_target
 
 from . import graph, parallel
 from .distill import DistillConfig, distill, fit_predictions_on, keep_used_layers
-from .features import corpus_key, embed, teacher_features
+from .features import cached, corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
@@ -58,7 +58,7 @@ class ExportConfig:
     label_map: str | None = None   # FROM=TO[,FROM=TO...] (edge_ser.data.parse_label_map)
     teacher: str = "whisper-base"
     unlabeled: list[Path] = field(default_factory=list)
-    cache: Path | None = None     # keeps the teacher's pooled features of the labelled clips across runs
+    cache: Path | None = None     # keeps the teacher's (and strided students') pooled features across runs
     test_speakers: int | list[str] = 3
     # training speakers whose audio distillation skips, to score its epochs (0, or fewer than 4: no epoch is chosen
     # by them, the last one is kept: edge_ser.head.MIN_SPEAKERS)
@@ -271,8 +271,9 @@ class Export:
                                      ("fast", cfg.fast_blocks, cfg.fast_time_stride)):
             if blocks and (part == "fast" or cfg.student_layers == "own"):
                 model = teacher_prefix(self.teacher, blocks, stride)
-                out[part] = (model, self.features[:, :blocks + 1] if stride == 1 else
-                             embed(model, self.waves, f"{part} student features"))
+                out[part] = (model, self.features[:, :blocks + 1] if stride == 1 else cached(
+                    cfg.cache, f"{self.teacher.name}-{blocks}b-stride{stride}", corpus_key(self.corpus.items),
+                    len(self.waves), lambda m=model, p=part: embed(m, self.waves, f"{p} student features")))
         return out
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:

@@ -132,6 +132,22 @@ def test_own_layer_students_are_the_teachers_first_blocks(tmp_path, corpus):
     np.testing.assert_allclose(emb["fast"], emb["teacher"][:len(emb["fast"])], rtol=1e-4, atol=1e-4)
 
 
+def test_strided_student_features_are_cached(tmp_path, corpus, monkeypatch):
+    """With a cache, a strided student's pooled features are computed once: a second export reads them."""
+    import edge_ser_export.pipeline as pipeline
+
+    opts = dict(cache=tmp_path / "cache", refit=False, student_blocks=1, fast_blocks=1, fast_time_stride=2)
+    teacher = tiny_whisper(tmp_path / "teacher")
+    first = pipeline.run_export(config(corpus, tmp_path / "a", teacher, **opts))
+    assert len(list((tmp_path / "cache").glob("*-1b-stride2__*.npz"))) == 1
+
+    def no_embedding(*args, **kw):
+        raise AssertionError("features recomputed")
+    monkeypatch.setattr(pipeline, "embed", no_embedding)
+    second = pipeline.run_export(config(corpus, tmp_path / "b", teacher, **opts))
+    assert second.variants["fast-fp32"].metrics.ua == first.variants["fast-fp32"].metrics.ua
+
+
 def test_without_refit_the_bundle_holds_what_was_scored(tmp_path, corpus):
     """refit=False (leave-one-corpus-out studies): the shipped heads are the ones fit without the held-out speaker,
     so scoring the bundle on that speaker again gives the metrics it records."""
