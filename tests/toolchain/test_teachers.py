@@ -6,8 +6,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from edge_ser.errors import EdgeSerError  # noqa: E402
-from edge_ser_export.teachers import (Encoder, LogMel, WhisperDims, WhisperEncoder, ct2_to_hf_encoder,  # noqa: E402
-                             load_teacher, make_student, offline_whisper_dir, read_ct2)
+from edge_ser_export.teachers import (Encoder, LogMel, MatMulConv1d, WhisperDims, WhisperEncoder,  # noqa: E402
+                                     ct2_to_hf_encoder, load_teacher, make_student, offline_whisper_dir, read_ct2)
 
 
 
@@ -275,6 +275,28 @@ def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
 
 
 # ---------------------------------------------------------------------------------------------------- ONNX
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_matmul_conv_is_the_convolution(stride):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(5, 7, kernel_size=3, stride=stride, padding=1)
+    mm = MatMulConv1d(5, 7, kernel_size=3, stride=stride, padding=1)
+    mm.load_state_dict(conv.state_dict())
+    for n in (1, 2, 9, 200):
+        x = torch.randn(2, 5, n)
+        torch.testing.assert_close(mm(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_int8_whisper_graph_quantizes_the_front_end_convolutions(tmp_path):
+    """The log-mel stays float; conv1 and conv2 are MatMuls, so dynamic int8 covers them (no float Conv left but
+    the DFT)."""
+    onnx = pytest.importorskip("onnx")
+    from edge_ser_export import graph
+    fp32 = graph.export_onnx(tiny_whisper_teacher(n_layer=1), tmp_path / "t.onnx")
+    int8 = graph.quantize_dynamic_onnx(fp32, tmp_path / "q.onnx", signed_weights=True)
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert ops.count("Conv") == 1 and ops.count("DynamicQuantizeMatMul") + ops.count("MatMulInteger") >= 8
+
+
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
 def test_onnx_export_variable_length(tmp_path, family):
     ort = pytest.importorskip("onnxruntime")
