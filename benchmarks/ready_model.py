@@ -15,8 +15,8 @@ prefixed by their corpus.
    All of them use the default recipe of ``edge-ser export``: the students are the teacher's first blocks read
    directly (nothing fit to the training audio, see ``ExportConfig.student_layers``); a finished export is
    reused, and the teacher's features are cached (``build/general/cache``).
-4. Its U8U8 int8 variants (correct on every CPU; no saturation on x86 without VNNI) of the teacher, the student
-   and the fast student are packed into ``edge_ser/models/general`` (package data), with the corpora's licences,
+4. Its U8U8 int8 variants (correct on every CPU; no saturation on x86 without VNNI) of the student and the fast
+   student are packed into ``edge_ser/models/general`` (package data), with the corpora's licences,
    the label mapping and the cross-corpus numbers in its manifest and model card.
 
 Usage: python benchmarks/ready_model.py [--data ../shared/data] [--nemo build/nEMO] [--teacher whisper-base]
@@ -49,7 +49,9 @@ CORPORA = {  # folder, licence as its README states it
     "turev": ("turev", "TurEV-DB (Canpolat et al., SLTU-CCURL 2020): CC BY-NC-ND 4.0, non-commercial"),
 }
 NEMO = "nEMO (Christop, LREC-COLING 2024; github.com/amu-cai/nEMO): CC BY-NC-SA 4.0, non-commercial"
-SHIPPED_VARIANTS = ("teacher-int8-u8u8", "student-int8-u8u8", "fast-int8-u8u8")
+# the teacher in int8 is left out: across the four held-out corpora it was no better than the student (mean UA
+# 0.618 vs 0.629) and it would double the package (27 MB more)
+SHIPPED_VARIANTS = ("student-int8-u8u8", "fast-int8-u8u8")
 OUT = Path(__file__).resolve().parents[1] / "edge_ser" / "models" / "general"
 
 
@@ -135,11 +137,13 @@ def main() -> None:
     corpora = "+".join(names[n] for n in sources)
     manifest, speakers = combined_manifest(sources, args.build / f"{corpora}.csv")
     recipe = {"cache": args.build / "cache"}
-    report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "machine": machine(),
-              "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
+    report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "corpora": list(sources),
+              "machine": machine(), "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
     previous = args.results / "ready_model.json"
     if args.stage == "ship" and previous.is_file():   # the LOCO numbers of an earlier --stage loco run
-        report["loco"] = json.loads(previous.read_text()).get("loco", {})
+        earlier = json.loads(previous.read_text())
+        if (earlier.get("corpora"), earlier.get("teacher")) == (report["corpora"], args.teacher):
+            report["loco"] = {n: r for n, r in earlier.get("loco", {}).items() if all(v in r for v in SHIPPED_VARIANTS)}
     args.results.mkdir(parents=True, exist_ok=True)
     if args.stage in ("loco", "all"):
         for name in args.folds.split(",") if args.folds else sources:

@@ -239,9 +239,10 @@ def test_the_ready_model_runs_with_no_bundle_argument(tmp_path):
     event = json.loads(r.stdout.splitlines()[0])
     assert event["label"] in ("anger", "happiness", "neutral", "sadness")
     card = (READY / "MODEL_CARD.md").read_text()
-    assert "CC BY 4.0" in card and "non-commercial" in card and "leave-one-corpus-out" in card
+    assert "CC BY 4.0" in card and "CC BY-NC-SA 4.0" in card and "leave-one-corpus-out" in card
     b = load_bundle(READY)   # checksums verified
-    assert sum(f.bytes for f in b.manifest.files.values()) < 20e6
+    assert b.manifest.heads["student"].temperature != 1.0   # a calibrated head
+    assert sum(f.bytes for f in b.manifest.files.values()) < 32e6   # the student and the fast student in int8
 
 
 # ------------------------------------------------------------------------------- red team r3
