@@ -90,7 +90,7 @@ bundle, variant, clips, out = sys.argv[1:5]
 rec = Recognizer(bundle, variant=variant)
 with open(out, "w") as f:
     for p in sorted(Path(clips).iterdir()):
-        r = rec.predict(audio.load_audio(p))
+        r = rec.predict(audio.load_audio(p), audio.SAMPLE_RATE)
         f.write(json.dumps({"file": p.name, "label": r.label, "probs": r.probs}) + "\n")
     facts = {"machine": platform.machine(), "target": detect_target(), "python": platform.python_version(),
              "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "variant": rec.variant,
