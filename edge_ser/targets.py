@@ -32,7 +32,7 @@ TARGETS = {
 }
 PRECISION_ORDER = ("int8", "fp16", "fp32")
 PREFERENCES = ("balanced", "accuracy", "speed")   # what --variant auto optimises (--prefer)
-FAST_HEAD = "fast"                                 # the head of a bundle's fast student variants
+FAST_HEAD = "fast"          # the fast student of an export: the name of its head and of its variants (fast-*)
 
 
 @lru_cache(maxsize=1)

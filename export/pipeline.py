@@ -34,7 +34,7 @@ from edge_ser.evaluate import evaluate_waves
 from edge_ser.head import MIN_SPEAKERS
 from edge_ser.metrics import scores
 from edge_ser.progress import progress
-from edge_ser.targets import detect_target
+from edge_ser.targets import FAST_HEAD, detect_target
 
 from . import graph, parallel
 from .distill import DistillConfig, distill, fit_predictions_on, keep_used_layers
@@ -46,7 +46,7 @@ from .teachers import load_teacher, make_student, teacher_prefix
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
-HEAD_FILES = {"teacher": "head-teacher.npz", "student": "head-student.npz", "fast": "head-fast.npz"}
+HEAD_FILES = {"teacher": "head-teacher.npz", "student": "head-student.npz", FAST_HEAD: "head-fast.npz"}
 STUDENT_LAYERS = ("own", "teacher")
 LATENCY_REPS = 10         # timed calls per variant for --variant auto's choice on this CPU
 
@@ -268,8 +268,8 @@ class Export:
         both passes share them."""
         cfg, out = self.cfg, {}
         for part, blocks, stride in (("student", cfg.student_blocks, cfg.student_time_stride),
-                                     ("fast", cfg.fast_blocks, cfg.fast_time_stride)):
-            if blocks and (part == "fast" or cfg.student_layers == "own"):
+                                     (FAST_HEAD, cfg.fast_blocks, cfg.fast_time_stride)):
+            if blocks and (part == FAST_HEAD or cfg.student_layers == "own"):
                 model = teacher_prefix(self.teacher, blocks, stride)
                 out[part] = (model, self.features[:, :blocks + 1] if stride == 1 else cached(
                     cfg.cache, f"{self.teacher.name}-{blocks}b-stride{stride}", corpus_key(self.corpus.items),
@@ -425,9 +425,9 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
                            distillation=[mf.Epoch(**h) for h in models.history],
                            validation_speakers=ex.validation_speakers),
         fast=mf.Student(blocks=cfg.fast_blocks, dim=teacher.dim, time_stride=cfg.fast_time_stride,
-                        macs_per_s=macs["fast"],
-                        summary=student_summary(cfg, teacher.dim, macs["teacher"] / macs["fast"], [], fast=True))
-        if "fast" in macs else None,
+                        macs_per_s=macs[FAST_HEAD],
+                        summary=student_summary(cfg, teacher.dim, macs["teacher"] / macs[FAST_HEAD], [], fast=True))
+        if FAST_HEAD in macs else None,
         heads={part: mf.Head(file=HEAD_FILES[part], dim=m.head.numbers.dim, inputs=head_inputs(head_layers(m)),
                              fit=m.head.report.summary(), temperature=m.head.report.temperature, ece=m.head.report.ece)
                for part, m in models.parts.items()},
