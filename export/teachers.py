@@ -57,7 +57,10 @@ def mel_filters(n_mels: int = 80, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> 
 
 
 class LogMel(nn.Module):
-    """Whisper's log-mel spectrogram of [B, N] audio -> [B, n_mels, N // 160], normalised per utterance."""
+    """Whisper's log-mel spectrogram of [B, N] audio -> [B, n_mels, N // 160], normalised per utterance.
+
+    The windowed DFT is one MatMul of the framed audio (frames cut from hop-sized slices, no Conv): the same result
+    as Whisper's STFT, in the op that dynamic int8 quantization covers (see ``graph.dft_nodes``)."""
 
     def __init__(self, n_mels: int = 80):
         super().__init__()
@@ -66,17 +69,20 @@ class LogMel(nn.Module):
         window = 0.5 - 0.5 * np.cos(2 * np.pi * n / N_FFT)  # periodic Hann, as torch.hann_window
         angle = 2 * np.pi * np.arange(n_freq)[:, None] * n[None] / N_FFT
         dft = np.concatenate([np.cos(angle), -np.sin(angle)]) * window
-        self.register_buffer("dft", torch.from_numpy(dft.astype(np.float32))[:, None])  # [2F, 1, n_fft]
+        self.register_buffer("dft", torch.from_numpy(dft.T.astype(np.float32)))  # [n_fft, 2F]
         self.register_buffer("filters", torch.from_numpy(mel_filters(n_mels)))
 
     def forward(self, audio: Tensor) -> Tensor:
-        x = F.pad(audio[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
-        spec = F.conv1d(x, self.dft, stride=HOP_LENGTH)[..., :-1]  # Whisper drops the last frame
-        real, imag = spec.chunk(2, dim=1)
-        mel = self.filters @ (real * real + imag * imag)
+        x = F.pad(audio[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]
+        n, k = audio.shape[1] // HOP_LENGTH, -(-N_FFT // HOP_LENGTH)   # frames (Whisper drops the last), hops each
+        hops = x[:, : (n + k - 1) * HOP_LENGTH].reshape(x.shape[0], n + k - 1, HOP_LENGTH)
+        frames = torch.cat([hops[:, i: i + n] for i in range(k - 1)]
+                           + [hops[:, k - 1: k - 1 + n, : N_FFT - (k - 1) * HOP_LENGTH]], dim=2)   # [B, n, n_fft]
+        real, imag = (frames @ self.dft).chunk(2, dim=2)
+        mel = (real * real + imag * imag) @ self.filters.T
         log = torch.clamp(mel, min=1e-10).log10()
         log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
-        return (log + 4.0) / 4.0
+        return ((log + 4.0) / 4.0).transpose(1, 2)
 
 
 # ------------------------------------------------------------------------------------------ whisper encoder

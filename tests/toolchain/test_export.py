@@ -148,6 +148,25 @@ def test_strided_student_features_are_cached(tmp_path, corpus, monkeypatch):
     assert second.variants["fast-fp32"].metrics.ua == first.variants["fast-fp32"].metrics.ua
 
 
+def test_each_part_chooses_its_own_penalty_once(tmp_path, corpus, monkeypatch):
+    """The teacher's probe and each student's first fit choose a penalty (l2=None) on their own features; every later
+    fit of that part (the ship pass) is given the part's own choice, not the teacher's."""
+    import edge_ser_export.pipeline as pipeline
+
+    calls, real = [], pipeline.fit_head
+
+    def spy(*args, l2=None, **kw):
+        head = real(*args, l2=l2, **kw)
+        calls.append(l2)
+        head.selected["l2"] = 1.0 + len(calls)   # a mark of this fit, were it to choose
+        return head
+    monkeypatch.setattr(pipeline, "fit_head", spy)
+    pipeline.run_export(config(corpus, tmp_path / "b", tiny_whisper(tmp_path / "teacher"), fast_blocks=1,
+                               fast_time_stride=2))
+    # probe (teacher), pass 1: teacher, student, fast; pass 2: the same three
+    assert calls == [None, 2.0, None, None, 2.0, 4.0, 5.0]
+
+
 def test_without_refit_the_bundle_holds_what_was_scored(tmp_path, corpus):
     """refit=False (leave-one-corpus-out studies): the shipped heads are the ones fit without the held-out speaker,
     so scoring the bundle on that speaker again gives the metrics it records."""
