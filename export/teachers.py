@@ -60,7 +60,8 @@ class LogMel(nn.Module):
     """Whisper's log-mel spectrogram of [B, N] audio -> [B, n_mels, N // 160], normalised per utterance.
 
     The windowed DFT is one MatMul of the framed audio (frames cut from hop-sized slices, no Conv): the same result
-    as Whisper's STFT, in the op that dynamic int8 quantization covers (see ``graph.dft_nodes``)."""
+    as Whisper's STFT, 3% faster; quantizers keep it in float with the rest of the front end
+    (``graph.front_end_nodes``: an int8 DFT cost 2.6 points of cross-corpus UA)."""
 
     def __init__(self, n_mels: int = 80):
         super().__init__()
