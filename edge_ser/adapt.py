@@ -88,11 +88,11 @@ def adapt(recognizer, clips: list[np.ndarray], labels: list[str], speakers: list
         adapted=mf.Adapted(base=base.id, base_labels=list(old.labels), variant=recognizer.variant, ua=report.ua,
                            ua_spread=report.ua_spread, protocol=report.protocol,
                            speaker_independent=report.speaker_independent),
-        export=None)
+        export=None, fusion=None)   # the alignment head learned the old labels
     manifest.check_written()
     new = copy.copy(recognizer)
     new.bundle = Bundle(base.path, manifest)
-    new.labels = names
+    new.labels, new.aligned = names, None
     new.engine = replace(recognizer.engine, bundle=new.bundle, variant=variants[recognizer.variant], head=head)
     return new, report
 

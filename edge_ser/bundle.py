@@ -192,8 +192,7 @@ def write_bundle(directory: Path, manifest: Manifest) -> Manifest:
     from .card import model_card
 
     directory = Path(directory)
-    names = sorted({*(f for v in manifest.variants.values() for f in v.files),
-                    *(h.file for h in manifest.heads.values())})
+    names = sorted({*(f for v in manifest.variants for f in manifest.files_of(v)), *manifest.shared_files()})
     manifest = replace(manifest, files={n: FileEntry(sha256_file(directory / n), (directory / n).stat().st_size)
                                         for n in names})
     manifest.check_written()
@@ -318,6 +317,6 @@ def pack(bundle: Bundle | str | os.PathLike, variants: str | list[str], out: str
     check_out(Path(out), overwrite)
     with atomic_directory(out, overwrite) as tmp:
         heads = {v.head: bundle.manifest.heads[v.head] for v in kept.values()}
-        for f in {f for name in kept for f in bundle.manifest.files_of(name)}:
+        for f in {*(f for name in kept for f in bundle.manifest.files_of(name)), *bundle.manifest.shared_files()}:
             bundle.verify(f, copy_to=tmp / f)
         return write_bundle(tmp, replace(bundle.manifest, variants=kept, heads=heads, default_variant=names[0]))

@@ -26,6 +26,17 @@ def head_lines(m: Manifest) -> list[tuple[str, str]]:
             for name, h in m.heads.items()]
 
 
+def fusion_line(m: Manifest) -> str | None:
+    """The text path's alignment head (manifest ``fusion``), for people: what it reads and how it scored."""
+    f = m.fusion
+    if f is None:
+        return None
+    scored = (f"; held-out UA {f.metrics.ua:.3f} with the words, {f.audio_metrics.ua:.3f} from the voice alone "
+              f"({f.metrics.n} clips)" if f.metrics and f.audio_metrics else "")
+    return (f"with `--text`, the transcript's tokens attend over {f.audio} (text encoder SHA-256 "
+            f"{f.text_encoder[:12]}...); {f.fit}{scored}")
+
+
 def model_card(m: Manifest) -> str:
     """Markdown: what the model does, what it learned from (with licences), how it was scored, its variants."""
     i = m.input
@@ -43,6 +54,7 @@ def model_card(m: Manifest) -> str:
     if m.fast:
         lines.append(f"- Fast student: {m.fast.summary}")
     lines += [f"- Head {name}: {text}" for name, text in head_lines(m)]
+    lines += [f"- Fusion head: {fusion_line(m)}"] if m.fusion else []
     if m.adapted:
         a = m.adapted
         est = f"UA {a.ua:.3f} +/- {a.ua_spread:.3f}" if a.ua is not None else "no estimate"

@@ -8,7 +8,8 @@
   code above 05 occurs, BanglaSER when a statement/repetition code 03 or an actor above 24
   occurs, and otherwise asks for an explicit `scheme`.
 - ``manifest``: a CSV (comma) or TSV (tab) file with a header naming ``path`` and ``label``
-  and optionally ``speaker``; relative paths are relative to the manifest.
+  and optionally ``speaker`` and ``text`` (what is said: ``edge-ser export`` trains the text path's alignment
+  head on it); relative paths are relative to the manifest.
 - ``folders``: one sub-folder per label (``ROOT/LABEL/...``). The speaker is the next folder
   (``ROOT/LABEL/SPEAKER/file``) when there is one, else parsed from an EmoDB or RAVDESS-style
   file name, else ``"unknown"``.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,7 @@ class Item:
     path: Path
     label: str
     speaker: str
+    text: str | None = None   # what is said (a manifest's text column): trains a bundle's alignment head
 
 
 @dataclass
@@ -181,8 +183,9 @@ def _read_rows(path: Path, corpus: Corpus) -> None:
         reader = csv.DictReader(fh, delimiter=delimiter)
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:
-            raise DatasetError(f"{path}: the first line must be a header naming the columns path,label[,speaker] "
-                               f"(separated by {'tabs' if delimiter == chr(9) else 'commas'}); found {columns}")
+            raise DatasetError(f"{path}: the first line must be a header naming the columns "
+                               f"path,label[,speaker][,text] (separated by "
+                               f"{'tabs' if delimiter == chr(9) else 'commas'}); found {columns}")
         reader.fieldnames = columns
         for row in reader:
             rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip().lower()
@@ -196,7 +199,7 @@ def _read_rows(path: Path, corpus: Corpus) -> None:
                 corpus.skip("missing file", file)
             else:
                 speaker = (row.get("speaker") or "").strip() or UNKNOWN_SPEAKER
-                corpus.items.append(Item(file, label, speaker))
+                corpus.items.append(Item(file, label, speaker, (row.get("text") or "").strip() or None))
 
 
 def _check_folder_labels(root: Path, items: list[Item], label_map: dict[str, str]) -> None:
@@ -238,7 +241,7 @@ def apply_label_map(corpus: Corpus, label_map: dict[str, str]) -> None:
     for it in corpus.items:
         target = label_map.get(it.label, it.label)
         if target:
-            kept.append(Item(it.path, target, it.speaker))
+            kept.append(replace(it, label=target))
         else:
             corpus.skip(f"label {it.label!r} dropped", it.path)
     corpus.items = kept

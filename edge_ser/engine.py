@@ -160,11 +160,19 @@ def _warn_ort_telemetry() -> None:
 
 
 def _onnxruntime(blobs: list[bytes], threads: int | None, name: str):
+    if len(blobs) != 1:
+        raise BundleError(f"{name}: an ONNX variant is one file")
+    session = ort_session(blobs[0], threads, name, [INPUT_NAME])
+    outputs = [o.name for o in session.get_outputs()]
+    output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+    return lambda x: session.run([output], {INPUT_NAME: x})[0]   # InferenceSession.run is thread-safe
+
+
+def ort_session(blob: bytes, threads: int | None, name: str, inputs: list[str]):
+    """An ONNX Runtime CPU session of a checksummed graph ``blob`` whose inputs must be ``inputs``."""
     import onnxruntime as ort
 
     _warn_ort_telemetry()
-    if len(blobs) != 1:
-        raise BundleError(f"{name}: an ONNX variant is one file")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -177,15 +185,13 @@ def _onnxruntime(blobs: list[bytes], threads: int | None, name: str):
         # empty folder, so the engine runs nothing but the checksummed bytes
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
         try:
-            session = ort.InferenceSession(blobs[0], options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise BundleError(f"ONNX Runtime cannot load {name}: {_reason(e)}; re-export the bundle") from None
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    if inputs != [INPUT_NAME]:
-        raise BundleError(f"{name} has inputs {inputs}, not [{INPUT_NAME!r}]; re-export the bundle")
-    output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-    return lambda x: session.run([output], {INPUT_NAME: x})[0]   # InferenceSession.run is thread-safe
+    found = [i.name for i in session.get_inputs()]
+    if found != inputs:
+        raise BundleError(f"{name} has inputs {found}, not {inputs}; re-export the bundle")
+    return session
 
 
 def quiet_openvino_telemetry() -> None:

@@ -17,6 +17,14 @@ confident of it (average token log-probability at least ``confident_logprob``), 
 text model reads (English), identified with probability at least ``language_threshold``, given with
 ``language``, or assumed by an English-only Whisper model.
 
+A bundle exported from a manifest with a ``text`` column holds an attention-alignment head (the seed's model;
+manifest ``fusion``): a graph in which each token of the transcript attends over the frames of the audio
+encoder, trained on the user's pairs of speech and words. Where the gate opens and the bundle has one (trained
+on the token states of the installed text model, over the labels of the recognizer), its probabilities are the
+fused result instead of the linear pool: it learned how much the words count. The segment is tiled up to the
+bundle's ``min_input_s`` and cut to its ``max_input_s``. A recognizer that ``adapt`` made has new labels: it
+uses the linear pool.
+
 Labels: a bundle label maps to a text label by name or synonym (:data:`SYNONYMS`: happiness, happy and joy are
 one). Labels without a counterpart (boredom, calm, or any label made with ``edge-ser adapt`` such as
 "frustrated") keep their audio probability; when fewer than two labels map, the words cannot tell them apart:
@@ -30,7 +38,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import EdgeSerError
+from .errors import BundleError, EdgeSerError
+from .manifest import INPUT_NAME, LOGITS_NAME, TOKEN_MASK_NAME, TOKENS_NAME
 from .transcribe import TranscribeOptions
 
 log = logging.getLogger(__name__)
@@ -128,22 +137,69 @@ class TextPath:
                                                                                dtype=int))
         return self._maps[labels]
 
-    def annotate(self, item, x: np.ndarray, prediction: Callable) -> None:
+    def annotate(self, item, x: np.ndarray, prediction: Callable, aligned: AlignedFusion | None = None) -> None:
         """Add the text keys to ``item`` (an Event or Prediction of the 16 kHz samples ``x``), fusing its
-        probabilities when the gate opens; ``prediction(p)`` makes label and unsure of probabilities ``p`` (over
-        the labels of ``item.probs``, in their order)."""
+        probabilities when the gate opens (by ``aligned``, a bundle's alignment head, when it serves these labels);
+        ``prediction(p)`` makes label and unsure of probabilities ``p`` (over the labels of ``item.probs``, in
+        their order)."""
         labels = tuple(item.probs)
         mapped, text_index = self.mapping(labels)
+        aligned = aligned if aligned is not None and aligned.labels == labels else None
         item.audio_probs = dict(item.probs)
         t = self.transcriber(x)
         if t.text is None:
             return
         item.text, item.language = t.text, t.language
-        if not t.confident or t.language not in self.model.languages or len(mapped) < 2:
+        if not t.confident or t.language not in self.model.languages or (len(mapped) < 2 and aligned is None):
             return
-        p = self.model.probs(t.text)[text_index]
-        p = p / p.sum()
-        item.text_probs = {labels[i]: float(v) for i, v in zip(mapped, p)}
-        audio = np.array([item.probs[label] for label in labels])
-        fused = prediction(fuse(audio, p, mapped, self.options.weight))
+        if len(mapped) >= 2:
+            p = self.model.probs(t.text)[text_index]
+            p = p / p.sum()
+            item.text_probs = {labels[i]: float(v) for i, v in zip(mapped, p)}
+        fused = prediction(aligned(x, *self.model.states([t.text])) if aligned is not None else
+                           fuse(np.array([item.probs[label] for label in labels]), p, mapped, self.options.weight))
         item.label, item.probs, item.unsure = fused.label, fused.probs, fused.unsure
+
+
+def aligned_fusion(bundle, model, threads: int | None = None) -> AlignedFusion | None:
+    """The bundle's alignment head, when it has one that reads the token states of ``model`` (the text emotion
+    model in use); otherwise None, and the linear pool fuses."""
+    f = bundle.manifest.fusion
+    if f is None:
+        return None
+    if f.text_encoder != model.encoder_sha256:
+        log.warning("the bundle's alignment head was trained on another text encoder (SHA-256 %s...) than the one "
+                    "installed (%s...): the linear pool fuses instead", f.text_encoder[:12], model.encoder_sha256[:12])
+        return None
+    return AlignedFusion(bundle, threads)
+
+
+class AlignedFusion:
+    """A bundle's attention-alignment head (manifest ``fusion``): ``self(x, states, mask)`` are the probabilities
+    over the bundle's labels of the 16 kHz samples ``x`` and the token states of their transcript."""
+
+    def __init__(self, bundle, threads: int | None = None):
+        from .engine import ort_session
+
+        spec, f = bundle.manifest.input, bundle.manifest.fusion
+        self.labels, self.text_encoder = tuple(bundle.labels), f.text_encoder
+        self.min_input = max(1, round(spec.min_input_s * spec.sample_rate))
+        self.max_input = max(self.min_input, round(spec.max_input_s * spec.sample_rate))
+        self.name = str(bundle.path / f.file)
+        self.session = ort_session(bundle.read(f.file), threads, self.name, [INPUT_NAME, TOKENS_NAME, TOKEN_MASK_NAME])
+
+    def __call__(self, x: np.ndarray, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        x = np.resize(x, self.min_input) if len(x) < self.min_input else x[:self.max_input]
+        try:
+            logits = self.session.run([LOGITS_NAME], {INPUT_NAME: x[None], TOKENS_NAME: states,
+                                                      TOKEN_MASK_NAME: mask})[0]
+        except Exception as err:   # ONNX Runtime's own error types: a graph that does not take these inputs
+            raise BundleError(f"{self.name} cannot run on audio{[1, len(x)]} and tokens{list(states.shape)}: "
+                              f"{str(err).splitlines()[0][:200]}; re-export the bundle") from None
+        z = np.asarray(logits, np.float64).reshape(-1)
+        if z.shape != (len(self.labels),) or not np.isfinite(z).all():
+            raise BundleError(f"{self.name} returned {z.shape[0]} logits (or non-numbers) for {len(self.labels)} "
+                              "labels; re-export the bundle")
+        e = np.exp(z - z.max())
+        return e / e.sum()

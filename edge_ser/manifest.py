@@ -26,9 +26,13 @@ MANIFEST = "edge-ser.json"
 MODEL_CARD = "MODEL_CARD.md"
 INPUT_NAME = "audio"            # graph input: float32 PCM [batch, samples] at input.sample_rate
 OUTPUT_NAME = "embedding"       # graph output: the pooled embedding [batch, dim] its head reads
+TOKENS_NAME = "tokens"          # fusion graph input: the text model's token states [batch, tokens, text_dim]
+TOKEN_MASK_NAME = "token_mask"  # fusion graph input: 1 for a token, 0 for padding [batch, tokens]
+LOGITS_NAME = "logits"          # fusion graph output: [batch, labels]
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_FILE_BYTES = 2 << 30        # protobuf's limit; every graph of a bundle is far smaller
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")   # file and variant names: no paths, no hidden files
+SHA256 = re.compile(r"[0-9a-f]{64}")
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
 MODELS = ("teacher", "student")
@@ -114,7 +118,7 @@ class Variant:
 
 @dataclass
 class FileEntry:
-    sha256: str = limits(pattern=re.compile(r"[0-9a-f]{64}"))
+    sha256: str = limits(pattern=SHA256)
     bytes: int = limits(0, MAX_FILE_BYTES)
 
 
@@ -182,6 +186,22 @@ class Adapted:
 
 
 @dataclass
+class Fusion:
+    """The text path's attention-alignment head (``edge-ser export`` from a manifest with a ``text`` column; see
+    :mod:`edge_ser.fusion`): one ONNX graph from ``audio[batch, samples]``, the text model's token states
+    ``tokens[batch, n, text_dim]`` and ``token_mask[batch, n]`` to ``logits[batch, labels]`` over the bundle's
+    labels; each token of the transcript attends over the audio frames of the encoder the graph holds."""
+
+    file: str = limits(pattern=NAME)
+    text_encoder: str = limits(pattern=SHA256)   # SHA-256 of the text encoder whose token states it reads
+    text_dim: int = limits(1, 4096)
+    audio: str = limits(default="", max_len=MAX_STR)   # which encoder's frames it attends over, for people
+    fit: str = limits(default="", max_len=MAX_STR)     # how it was trained, for people
+    metrics: Metrics | None = None         # the fused result on the held-out speakers' clips ...
+    audio_metrics: Metrics | None = None   # ... and the audio alone (its own encoder and head) on the same clips
+
+
+@dataclass
 class Data:
     """What the model learned from (names and counts only: no paths of the exporting machine)."""
 
@@ -229,6 +249,7 @@ class Manifest:
     evaluation: Evaluation | None = None
     export: Export | None = None
     adapted: Adapted | None = None
+    fusion: Fusion | None = None         # optional: the text path's attention-alignment head
     schema_version: int = SCHEMA_VERSION
 
     def check(self, where: str = MANIFEST) -> None:
@@ -251,6 +272,10 @@ class Manifest:
             for f in [*v.files, self.heads[v.head].file]:
                 if f not in self.files:
                     raise BundleError(f"{where}: variant {name!r} uses {f}, which has no checksum in files")
+        if self.fusion is not None:
+            if not self.fusion.file.lower().endswith(".onnx") or self.fusion.file not in self.files:
+                raise BundleError(f"{where}: fusion.file {self.fusion.file!r} must be an .onnx file with a checksum "
+                                  "in files")
 
     def check_written(self) -> None:
         """Every check a reader applies (types and limits too) on this manifest as it will be written, so that no
@@ -261,6 +286,10 @@ class Manifest:
         """Every file a variant needs: its graph and its head."""
         v = self.variants[variant]
         return [*v.files, self.heads[v.head].file]
+
+    def shared_files(self) -> list[str]:
+        """The files that serve every variant: the fusion graph, when there is one."""
+        return [self.fusion.file] if self.fusion else []
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -156,16 +156,17 @@ class Recognizer:
         from .fusion import text_options
         text = text_options(text)
         self.engine = open_engine(bundle, variant, backend, threads, prefer)   # last: the cheap checks come first
-        self.text = None
+        self.text = self.aligned = None
         if text is not None:
-            from .fusion import TextPath
+            from .fusion import TextPath, aligned_fusion
             self.text = TextPath(text)
+            self.aligned = aligned_fusion(bundle, self.text.model, threads)
 
     def annotate(self, item, x: np.ndarray):
         """``item`` (an :class:`Event` or :class:`Prediction` of the 16 kHz samples ``x``) with the text path's
         transcript and fusion, when this recognizer has one (see :mod:`edge_ser.fusion`)."""
         if self.text is not None:
-            self.text.annotate(item, x, self.prediction)
+            self.text.annotate(item, x, self.prediction, self.aligned)
         return item
 
     @property

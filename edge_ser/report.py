@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .bundle import Bundle
-from .card import head_lines, usage_terms
+from .card import fusion_line, head_lines, usage_terms
 from .errors import EdgeSerError
 from .text import clean
 
@@ -35,6 +35,7 @@ def facts_table(b: Bundle, prefer: str = "balanced") -> Table:
     if m.fast:
         rows.append(("fast student", m.fast.summary))
     rows += [(f"head {name}", text) for name, text in head_lines(m)]
+    rows += [("fusion head", fusion_line(m))] if m.fusion else []
     if m.adapted:
         a = m.adapted
         rows.append(("adapted", f"from bundle {a.base} on {a.variant}'s embeddings; "

@@ -123,18 +123,29 @@ class TextEmotion:
             raise TextExtraError(f"the text emotion encoder (PyPI {enc.get('pypi')}) is not installed: {EXTRA}")
         return Path(spec.origin).parent / name
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Mean-pooled encoder states ``[len(texts), dim]``."""
+    @property
+    def encoder_sha256(self) -> str:
+        """Which encoder makes the token states (a bundle's fusion graph names the one it was trained on)."""
+        return self.manifest["encoder"]["sha256"]
+
+    def states(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's token states ``[len(texts), tokens, dim]`` (float32) and their mask ``[len(texts), tokens]``
+        (float32: 1 for a token, 0 for padding)."""
         encs = self.tokenizer.encode_batch([normalize(t) for t in texts])
-        n = max(len(e.ids) for e in encs)
+        n = max(1, max(len(e.ids) for e in encs))
         ids = np.zeros((len(encs), n), np.int64)
         mask = np.zeros_like(ids)
         for i, e in enumerate(encs):
             ids[i, :len(e.ids)], mask[i, :len(e.ids)] = e.ids, 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         h = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
-        m = mask[..., None].astype(np.float32)
-        return (h * m).sum(1) / m.sum(1)
+        return np.asarray(h, np.float32), mask.astype(np.float32)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Mean-pooled encoder states ``[len(texts), dim]``."""
+        h, mask = self.states(texts)
+        m = mask[..., None]
+        return (h * m).sum(1) / np.maximum(m.sum(1), 1.0)
 
     def probs(self, text: str) -> np.ndarray:
         """Calibrated probabilities of ``text`` over :attr:`labels`."""

@@ -94,6 +94,9 @@ def export(
     head: Head = typer.Option(Head.all, help="Which pooled layers the calibrated linear head reads: all (the robust "
                               "default), the best single one, or auto (all or one, by speaker folds; all below 4 "
                               "training speakers)."),
+    text_model: Optional[Path] = typer.Option(None, help="A text emotion part (folder) whose token states the "
+                                              "alignment head reads, when --data has a text column [default: the "
+                                              "one edge-ser[text] ships]."),
     device: str = typer.Option("cpu", help="Torch device for features and distillation: cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Random seed."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
@@ -107,6 +110,8 @@ def export(
     for folder in unlabeled or []:
         if not folder.is_dir():
             raise EdgeSerError(f"--unlabeled {folder}: not a folder")
+    if text_model is not None and not text_model.is_dir():
+        raise EdgeSerError(f"--text-model {text_model}: not a folder")
     if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise EdgeSerError(f"--device {device!r}: use cpu, cuda or cuda:N")
     check_out(out, overwrite)
@@ -124,7 +129,7 @@ def export(
                        student_width=student_width, student_init=student_init.value,
                        student_time_stride=student_time_stride, student_ffn=student_ffn,
                        distill_epochs=distill_epochs, augment=augment, head=head.value, device=device, seed=seed,
-                       overwrite=overwrite)
+                       overwrite=overwrite, text_model=text_model)
     manifest = run_export(cfg)
     if manifest is not None:   # the main process (torchrun's others return None)
         from rich.console import Console

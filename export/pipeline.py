@@ -9,6 +9,9 @@ Two passes over the same recipe:
    labelled speaker (the student trunk distilled in pass 1 is kept), exported again and checked for parity.
    The manifest and model card say that the metrics describe pass 1 and the files are pass 2. With ``refit=False``
    (leave-one-corpus-out studies) the files are pass 1's models, calibrated on the training speakers only.
+
+When the clips have text (a manifest's ``text`` column), the text path's alignment head (:mod:`.align`) goes through
+the same two passes on the student's encoder.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from edge_ser.metrics import scores
 from edge_ser.progress import progress
 from edge_ser.targets import FAST_HEAD, detect_target
 
-from . import graph, parallel
+from . import align, graph, parallel
 from .distill import DistillConfig, distill, fit_predictions_on, keep_used_layers
 from .features import cached, corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
@@ -85,6 +88,7 @@ class ExportConfig:
     device: str = "cpu"
     seed: int = 0
     overwrite: bool = False
+    text_model: Path | None = None   # the text emotion part the alignment head reads (None: the shipped one)
 
 
 @dataclass
@@ -234,6 +238,11 @@ class Export:
         self.speakers = [it.speaker for it in self.corpus.items]
         self.fold = heldout_split(self.corpus.items, cfg.test_speakers, seed=cfg.seed)
         check_classes(self.labels, self.y[self.fold.train], "the training speakers")
+        self.texts = [it.text for it in self.corpus.items]
+        self.text_model = None
+        if align.check_texts(self.texts, self.y, self.fold.train, self.labels):
+            from edge_ser.textemotion import TextEmotion
+            self.text_model = TextEmotion(cfg.text_model)
         self.validation_speakers: list[str] = []
         log.info("%s: %d clips, %d labels; %s; held-out speakers %s (%d clips)", self.corpus.name, len(self.waves),
                  len(self.labels), self.corpus.skip_summary(), ", ".join(self.fold.test_speakers), len(self.fold.test))
@@ -323,6 +332,41 @@ class Export:
         keep_used_layers(student, student_head)
         return EmotionModel(student, student_head).eval(), history, unlabeled
 
+    def fusion(self, evaluated: Models, shipped: Models) -> tuple[align.FusionGraph, mf.Fusion] | None:
+        """The alignment head on the student's encoder, when the clips have text: trained on the training speakers'
+        clips with text and scored on the held-out speakers' (beside the student alone), then refit on every
+        clip with text when the export refits."""
+        if self.text_model is None:
+            return None
+        have = np.array([i for i, t in enumerate(self.texts) if t])
+        train, test = np.intersect1d(self.fold.train, have), np.intersect1d(self.fold.test, have)
+        tokens = [self.text_model.states([t])[0][0] if t else None for t in progress(self.texts,
+                                                                                    description="alignment: words")]
+        n, frames = len(self.labels), [None] * len(self.waves)
+
+        def encode(encoder):
+            for i, f in zip(have, align.frames_of(encoder, [self.waves[i] for i in have])):
+                frames[i] = f
+        encode(evaluated.student.encoder)
+        head = align.fit_alignment(frames, tokens, self.y, train, n, self.cfg.seed)
+        metrics = audio = None
+        if len(test):
+            metrics = mf.Metrics(**align.score(head, frames, tokens, self.y, test, n))
+            audio = mf.Metrics(**torch_scores(evaluated.student, [self.waves[i] for i in test], self.y[test], n))
+            log.info("alignment head: UA %.3f on the held-out speakers' %d clips with text (the student alone: %.3f)",
+                     metrics.ua, len(test), audio.ua)
+        if self.cfg.refit:
+            if shipped.student.encoder is not evaluated.student.encoder:
+                encode(shipped.student.encoder)
+            head = align.fit_alignment(frames, tokens, self.y, have, n, self.cfg.seed)
+        fit = (f"{align.EPOCHS} epochs (at least {align.MIN_STEPS} updates), AdamW, class-balanced, on the {len(have if self.cfg.refit else train)} clips "
+               f"with text of {'every' if self.cfg.refit else 'the training'} speaker; scored on the held-out "
+               f"speakers' {len(test)} clips with text")
+        spec = mf.Fusion(file=align.FILE, text_encoder=self.text_model.encoder_sha256,
+                         text_dim=int(tokens[have[0]].shape[-1]), audio="the student's last hidden state",
+                         fit=fit, metrics=metrics, audio_metrics=audio)
+        return align.FusionGraph(shipped.student.encoder, head), spec
+
     def _validation(self, fit_idx: np.ndarray, val_idx: np.ndarray):
         """UA on the ``val_idx`` clips of a head fitted on the student's features of ``fit_idx``."""
         def validate(student: torch.nn.Module) -> float:
@@ -377,6 +421,7 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     test_w, y_test = [ex.waves[i] for i in test], ex.y[test]
     evaluated, unlabeled = ex.evaluate_pass()
     shipped = ex.ship_pass(evaluated, unlabeled) if cfg.refit else evaluated
+    fusion = ex.fusion(evaluated, shipped)
     if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
         return None
     rng = np.random.default_rng(cfg.seed)
@@ -403,7 +448,14 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
             v.metrics = mf.Metrics(**metrics[name], target=target)
         torch_metrics = {"torch_teacher": torch_scores(evaluated.teacher, test_w, y_test, len(labels)),
                          "torch_student": torch_scores(evaluated.student, test_w, y_test, len(labels))}
-        manifest = write_bundle(out, _manifest(cfg, ex, shipped, variants, torch_metrics, start))
+        manifest = _manifest(cfg, ex, shipped, variants, torch_metrics, start)
+        if fusion is not None:
+            with_text = [i for i, t in enumerate(ex.texts) if t][:2]
+            align.export_fusion_onnx(fusion[0], out / fusion[1].file, fusion[1].text_dim,
+                                     [(ex.waves[i][:10 * SAMPLE_RATE], *ex.text_model.states([ex.texts[i]]))
+                                      for i in with_text])
+            manifest = replace(manifest, fusion=fusion[1])
+        manifest = write_bundle(out, manifest)
     log.info("student: %s; export took %s s", manifest.student.summary, manifest.export.seconds)
     return manifest
 
@@ -463,7 +515,9 @@ def made_with(manifest: mf.Manifest | None, cfg: ExportConfig) -> bool:
     """Whether ``manifest`` records an export with the options of ``cfg`` (where features are cached aside), so a
     long benchmark can reuse it."""
     same = {k: v for k, v in public_config(cfg).items() if k != "cache"}
-    return bool(manifest and manifest.export and all(manifest.export.config.get(k) == v for k, v in same.items()))
+    default = public_config(ExportConfig(data=cfg.data, out=cfg.out))   # an option added since: its default
+    return bool(manifest and manifest.export and all(manifest.export.config.get(k, default[k]) == v
+                                                     for k, v in same.items()))
 
 
 def _public(value) -> str:

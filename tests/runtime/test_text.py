@@ -17,7 +17,7 @@ from edge_ser.fusion import TextOptions, TextPath, fuse, label_map, text_options
 from edge_ser.recognizer import Event, Prediction, Recognizer
 from edge_ser.transcribe import TranscribeOptions, Transcript, compression_ratio, repeats
 
-from conftest import SHARED_DATA, speechlike  # noqa: E402
+from conftest import FIXTURES, SHARED_DATA, make_tiny_bundle, speechlike  # noqa: E402
 
 EMODB = SHARED_DATA / "emodb"
 LABELS = ["anger", "happiness", "neutral", "sadness"]
@@ -200,6 +200,39 @@ def test_language_without_text_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--input", str(wav), "--language", "en"])
     assert e.value.code == 2 and "add --text" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ alignment head
+def test_a_bundles_fusion_graph_is_checked_like_every_part(tmp_path):
+    """The alignment head (manifest ``fusion``, trained by `edge-ser export` on a manifest with a text column; see
+    tests/toolchain/test_align.py) is a plain file name with a checksum, and a graph that does not take audio,
+    tokens and token_mask is refused before it runs."""
+    from edge_ser import manifest as mf
+    from edge_ser.bundle import load_bundle
+    from edge_ser.fusion import AlignedFusion, aligned_fusion
+
+    out = tmp_path / "bundle"
+    out.mkdir()
+    shutil.copyfile(FIXTURES / "tiny.onnx", out / "fusion.onnx")   # takes audio only
+    make_tiny_bundle(out, openvino=False, fusion=mf.Fusion(file="fusion.onnx", text_encoder="a" * 64, text_dim=4))
+    bundle = load_bundle(out)
+    assert bundle.manifest.fusion.file in bundle.manifest.files
+    with pytest.raises(BundleError, match="has inputs"):
+        AlignedFusion(bundle)
+
+    class Other:
+        encoder_sha256 = "b" * 64
+    assert aligned_fusion(bundle, Other()) is None   # trained on another text encoder's token states
+    raw = json.loads((out / "edge-ser.json").read_text())
+    for bad, match in (({"file": "../fusion.onnx"}, "fusion.file"), ({"file": "head.npz"}, "fusion.file"),
+                       ({"text_encoder": "xyz"}, "text_encoder")):
+        (out / "edge-ser.json").write_text(json.dumps({**raw, "fusion": {**raw["fusion"], **bad}}))
+        with pytest.raises(BundleError, match=match):
+            load_bundle(out, verify=False)
+    files = {k: v for k, v in raw["files"].items() if k != "fusion.onnx"}
+    (out / "edge-ser.json").write_text(json.dumps({**raw, "files": files}))
+    with pytest.raises(BundleError, match="fusion.file"):
+        load_bundle(out, verify=False)
 
 
 # ------------------------------------------------------------------------------------------------ with the extra
