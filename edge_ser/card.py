@@ -34,7 +34,7 @@ def fusion_line(m: Manifest) -> str | None:
     scored = (f"; held-out UA {f.metrics.ua:.3f} with the words, {f.audio_metrics.ua:.3f} from the voice alone "
               f"({f.metrics.n} clips)" if f.metrics and f.audio_metrics else "")
     return (f"with `--text`, the transcript's tokens attend over {f.audio} (text encoder SHA-256 "
-            f"{f.text_encoder[:12]}...); {f.fit}{scored}")
+            f"{f.text_encoder[:12]}...); {f.fit}{scored}; its probabilities are not calibrated")
 
 
 def model_card(m: Manifest) -> str:

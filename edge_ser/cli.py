@@ -133,16 +133,20 @@ def _language(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def _text_options(text: bool, language: Optional[str], asr_model: Optional[str], threads: Optional[int]):
+def _text_options(text: bool, language: Optional[str], asr_model: Optional[str], text_model: Optional[Path],
+                  threads: Optional[int]):
     """The text path's options (None without --text); one error line when its extra is not installed."""
     if not text:
-        if language is not None or asr_model is not None:
-            raise EdgeSerError("--language and --asr-model are for the text path; add --text")
+        if language is not None or asr_model is not None or text_model is not None:
+            raise EdgeSerError("--language, --asr-model and --text-model are for the text path; add --text")
         return None
+    if text_model is not None and not text_model.is_dir():
+        raise EdgeSerError(f"--text-model {text_model}: not a folder (a text emotion part)")
     from .fusion import TextOptions
     from .transcribe import TranscribeOptions, require_engine
     require_engine("--text")
-    return TextOptions(TranscribeOptions(asr_model=asr_model, language=language, threads=threads or 1))
+    return TextOptions(TranscribeOptions(asr_model=asr_model, language=language, threads=threads or 1),
+                       text_model=None if text_model is None else str(text_model))
 
 
 THREADS = typer.Option(None, callback=_threads, help="Inference threads (1 to 4 per core) [default: the engine's].")
@@ -191,6 +195,8 @@ def run(
                                            "en uses the English-only whisper-tiny.en (about half the cost)."),
     asr_model: Optional[str] = typer.Option(None, callback=_name, help="With --text: whisper-tiny.en, "
                                             "whisper-base or a CTranslate2 Whisper folder [default: by --language]."),
+    text_model: Optional[Path] = typer.Option(None, help="With --text: a text emotion part (folder), e.g. the one a "
+                                              "bundle's alignment head was exported with [default: the shipped one]."),
 ):
     """Detect speech and recognise emotions in a file, a folder, stdin or a microphone (JSON Lines out)."""
     from .audio import AUDIO_SUFFIXES
@@ -211,7 +217,7 @@ def run(
         raise EdgeSerError("--plot takes one input file, not a folder or glob")
     if dask and not batch:
         raise EdgeSerError("--dask is for batch mode (--input FOLDER or a glob)")
-    text_options = _text_options(text, language, asr_model, threads)
+    text_options = _text_options(text, language, asr_model, text_model, threads)
     bundle = bundle or default_bundle()
     if output is not None:
         check_output(output, inputs, bundle, overwrite, append=batch)

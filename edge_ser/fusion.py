@@ -63,7 +63,8 @@ class TextOptions:
     Attributes
     ----------
     transcribe : how segments are transcribed (model, language, decoding limits, threads).
-    weight : the text's weight in the fusion, in [0, 1] (0: transcripts only, the probabilities stay the audio's).
+    weight : the text's weight in the linear pool, in [0, 1] (0: transcripts only, the probabilities stay the audio's,
+        also with a bundle's alignment head).
     text_model : a folder holding a text emotion part (see :mod:`edge_ser.textemotion`); None: the shipped one.
     """
 
@@ -152,11 +153,13 @@ class TextPath:
         item.text, item.language = t.text, t.language
         if not t.confident or t.language not in self.model.languages or (len(mapped) < 2 and aligned is None):
             return
+        aligned = aligned if aligned is not None and aligned.takes(x) and self.options.weight > 0 else None
+        states = self.model.states([t.text]) if aligned is not None else None
         if len(mapped) >= 2:
-            p = self.model.probs(t.text)[text_index]
+            p = (self.model.probs(t.text) if states is None else self.model.probs_of(*states))[text_index]
             p = p / p.sum()
             item.text_probs = {labels[i]: float(v) for i, v in zip(mapped, p)}
-        fused = prediction(aligned(x, *self.model.states([t.text])) if aligned is not None else
+        fused = prediction(aligned(x, *states) if aligned is not None else
                            fuse(np.array([item.probs[label] for label in labels]), p, mapped, self.options.weight))
         item.label, item.probs, item.unsure = fused.label, fused.probs, fused.unsure
 
@@ -176,28 +179,41 @@ def aligned_fusion(bundle, model, threads: int | None = None) -> AlignedFusion |
 
 class AlignedFusion:
     """A bundle's attention-alignment head (manifest ``fusion``): ``self(x, states, mask)`` are the probabilities
-    over the bundle's labels of the 16 kHz samples ``x`` and the token states of their transcript."""
+    over the bundle's labels of the 16 kHz samples ``x`` (at most the bundle's ``max_input_s``: see :meth:`takes`)
+    and the token states of their transcript. The graph is checked with a call at load."""
 
     def __init__(self, bundle, threads: int | None = None):
         from .engine import ort_session
 
         spec, f = bundle.manifest.input, bundle.manifest.fusion
-        self.labels, self.text_encoder = tuple(bundle.labels), f.text_encoder
+        self.labels, self.text_encoder, self.text_dim = tuple(bundle.labels), f.text_encoder, f.text_dim
         self.min_input = max(1, round(spec.min_input_s * spec.sample_rate))
         self.max_input = max(self.min_input, round(spec.max_input_s * spec.sample_rate))
         self.name = str(bundle.path / f.file)
         self.session = ort_session(bundle.read(f.file), threads, self.name, [INPUT_NAME, TOKENS_NAME, TOKEN_MASK_NAME])
+        outputs = {o.name: o.type for o in self.session.get_outputs()}
+        if outputs.get(LOGITS_NAME) != "tensor(float)":
+            raise BundleError(f"{self.name} has no float output {LOGITS_NAME!r} (outputs {sorted(outputs)}); "
+                              "re-export the bundle")
+        self(np.zeros(self.min_input, np.float32), np.zeros((1, 1, self.text_dim), np.float32),
+             np.ones((1, 1), np.float32))
+
+    def takes(self, x: np.ndarray) -> bool:
+        """Whether the head learned on audio this long (longer segments are fused by the linear pool: their words
+        would attend over audio cut at ``max_input_s``)."""
+        return len(x) <= self.max_input
 
     def __call__(self, x: np.ndarray, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        from .engine import _reason
+
         x = np.asarray(x, np.float32)
         x = np.resize(x, self.min_input) if len(x) < self.min_input else x[:self.max_input]
         try:
-            logits = self.session.run([LOGITS_NAME], {INPUT_NAME: x[None], TOKENS_NAME: states,
-                                                      TOKEN_MASK_NAME: mask})[0]
+            z = np.asarray(self.session.run([LOGITS_NAME], {INPUT_NAME: x[None], TOKENS_NAME: states,
+                                                            TOKEN_MASK_NAME: mask})[0], np.float64).reshape(-1)
         except Exception as err:   # ONNX Runtime's own error types: a graph that does not take these inputs
             raise BundleError(f"{self.name} cannot run on audio{[1, len(x)]} and tokens{list(states.shape)}: "
-                              f"{str(err).splitlines()[0][:200]}; re-export the bundle") from None
-        z = np.asarray(logits, np.float64).reshape(-1)
+                              f"{_reason(err)}; re-export the bundle") from None
         if z.shape != (len(self.labels),) or not np.isfinite(z).all():
             raise BundleError(f"{self.name} returned {z.shape[0]} logits (or non-numbers) for {len(self.labels)} "
                               "labels; re-export the bundle")

@@ -143,12 +143,19 @@ class TextEmotion:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Mean-pooled encoder states ``[len(texts), dim]``."""
-        h, mask = self.states(texts)
-        m = mask[..., None]
-        return (h * m).sum(1) / np.maximum(m.sum(1), 1.0)
+        return _pooled(*self.states(texts))
 
     def probs(self, text: str) -> np.ndarray:
         """Calibrated probabilities of ``text`` over :attr:`labels`."""
         if not isinstance(text, str) or not text.strip():
             raise EdgeSerError("text emotion needs some text")
         return self.head.probs(self.embed([text]))[0]
+
+    def probs_of(self, h: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """:meth:`probs` of one text from its :meth:`states` (one encoder pass serves both)."""
+        return self.head.probs(_pooled(h, mask))[0]
+
+
+def _pooled(h: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None]
+    return (h * m).sum(1) / np.maximum(m.sum(1), 1.0)

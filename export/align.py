@@ -5,8 +5,9 @@ Each token of the transcript, as the text emotion model's encoder states it (``e
 int8 encoder the runtime runs), attends over the frames of the bundle's student encoder (its last hidden state):
 the audio aligned with each word. The head pools, over the tokens, the words, the audio they align with and their
 product, adds the mean audio frame, and classifies the bundle's labels. The encoder stays frozen (the head learns
-on its cached frames); the bundle gets one fp32 ONNX graph ``audio, tokens, token_mask -> logits`` (manifest
-``fusion``; it runs only on segments with a transcript, see ``edge_ser.fusion``).
+on its cached frames of at most the first 30 s of a clip, as the runtime cuts segments); the bundle gets one ONNX graph
+``audio, tokens, token_mask -> logits`` with int8 weights (manifest ``fusion``; it runs only on segments with a
+transcript, see ``edge_ser.fusion``).
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edge_ser.audio import SAMPLE_RATE
 from edge_ser.errors import DatasetError, EdgeSerError
 from edge_ser.manifest import INPUT_NAME, LOGITS_NAME, TOKEN_MASK_NAME, TOKENS_NAME
 from edge_ser.metrics import scores
 from edge_ser.progress import progress
 
-from .features import _hidden
-from .graph import OPSET
+from .features import MAX_CHUNK_S, _hidden
+from .graph import OPSET, quantize_dynamic_onnx
 
 log = logging.getLogger(__name__)
 FILE = "fusion.onnx"
@@ -89,9 +91,11 @@ def check_texts(texts: list[str | None], y: np.ndarray, train: np.ndarray, label
 
 
 def frames_of(encoder: nn.Module, waves: list[np.ndarray]) -> list[np.ndarray]:
-    """The encoder's last hidden state ``[T, D]`` of each clip (float16, to keep them all in memory)."""
+    """The encoder's last hidden state ``[T, D]`` of the first 30 s of each clip (float16, to keep them all in
+    memory)."""
+    n = int(MAX_CHUNK_S * SAMPLE_RATE)
     with torch.inference_mode():
-        return [_hidden(encoder, w)[-1, 0].numpy().astype(np.float16)
+        return [_hidden(encoder, w[:n])[-1, 0].numpy().astype(np.float16)
                 for w in progress(waves, description="alignment: audio frames")]
 
 
@@ -112,10 +116,13 @@ def fit_alignment(frames: list[np.ndarray], tokens: list[np.ndarray], y: np.ndar
                   n_classes: int, seed: int = 0) -> AlignmentHead:
     """The head trained on clips ``idx`` (class-balanced cross-entropy, AdamW, :data:`EPOCHS` epochs and at least
     :data:`MIN_STEPS` updates: no choice rests on a few validation speakers)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():   # initialisation, order and dropout from ``seed`` alone
         torch.manual_seed(seed)
-        head = AlignmentHead(frames[idx[0]].shape[-1], tokens[idx[0]].shape[-1], n_classes)
+        return _train(frames, tokens, y, idx, n_classes)
+
+
+def _train(frames, tokens, y: np.ndarray, idx: np.ndarray, n_classes: int) -> AlignmentHead:
+    head = AlignmentHead(frames[idx[0]].shape[-1], tokens[idx[0]].shape[-1], n_classes)
     counts = np.bincount(y[idx], minlength=n_classes)
     weight = torch.tensor(len(idx) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
     opt = torch.optim.AdamW(head.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
@@ -123,7 +130,7 @@ def fit_alignment(frames: list[np.ndarray], tokens: list[np.ndarray], y: np.ndar
     head.train()
     for _ in progress(range(max(EPOCHS, math.ceil(MIN_STEPS / math.ceil(len(idx) / BATCH)))),
                       description="alignment: training"):
-        order = idx[torch.randperm(len(idx), generator=gen).numpy()]
+        order = idx[torch.randperm(len(idx)).numpy()]
         for b in range(0, len(order), BATCH):
             batch = order[b:b + BATCH]
             loss = F.cross_entropy(_logits(head, frames, tokens, batch), target[batch], weight=weight)
@@ -142,13 +149,21 @@ def score(head: AlignmentHead, frames, tokens, y: np.ndarray, idx: np.ndarray, n
 
 def export_fusion_onnx(model: FusionGraph, path: Path, text_dim: int,
                        clips: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
-    """The fusion graph as ONNX (opset 17, dynamic batch, samples and tokens), checked against torch on
-    ``clips`` (audio, token states, mask)."""
+    """The fusion graph as ONNX (opset 17, dynamic batch, samples and tokens), checked against torch on ``clips``
+    (audio, token states, mask), then with dynamic int8 weights (signed: every CPU family; the front end float)."""
+    fp32 = path.with_name(f"{path.stem}-fp32.onnx")
+    try:
+        _export(model.eval(), fp32, text_dim, clips)
+        return quantize_dynamic_onnx(fp32, path, signed_weights=True)
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def _export(model: FusionGraph, path: Path, text_dim: int, clips) -> None:
     import onnx
 
     from edge_ser.engine import ort_session
 
-    model = model.eval()
     example = (torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 0.1,
                torch.zeros(1, 5, text_dim), torch.ones(1, 5))
     with torch.no_grad(), warnings.catch_warnings():
@@ -168,4 +183,3 @@ def export_fusion_onnx(model: FusionGraph, path: Path, text_dim: int,
         out = np.exp(out - out.max(-1, keepdims=True))
         if np.abs(out / out.sum(-1, keepdims=True) - ref).max() > PARITY_TOLERANCE:
             raise EdgeSerError("the exported fusion graph disagrees with its torch model; the bundle was not written")
-    return path

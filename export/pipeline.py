@@ -242,7 +242,14 @@ class Export:
         self.text_model = None
         if align.check_texts(self.texts, self.y, self.fold.train, self.labels):
             from edge_ser.textemotion import TextEmotion
-            self.text_model = TextEmotion(cfg.text_model)
+            from edge_ser.transcribe import TextExtraError
+            try:
+                self.text_model = TextEmotion(cfg.text_model)
+            except TextExtraError as e:
+                raise TextExtraError(f"{e} (the text column of --data trains the text path's alignment head; "
+                                     "empty it to export without one)") from None
+        elif cfg.text_model is not None:
+            log.warning("--text-model serves the alignment head, which needs a text column in --data: not used")
         self.validation_speakers: list[str] = []
         log.info("%s: %d clips, %d labels; %s; held-out speakers %s (%d clips)", self.corpus.name, len(self.waves),
                  len(self.labels), self.corpus.skip_summary(), ", ".join(self.fold.test_speakers), len(self.fold.test))
@@ -338,10 +345,13 @@ class Export:
         clip with text when the export refits."""
         if self.text_model is None:
             return None
-        have = np.array([i for i, t in enumerate(self.texts) if t])
+        tokens = [None] * len(self.texts)
+        for i, t in enumerate(progress(self.texts, description="alignment: words")):
+            if t:
+                h, mask = self.text_model.states([t])
+                tokens[i] = h[0][mask[0] > 0] if mask.any() else None
+        have = np.array([i for i, t in enumerate(tokens) if t is not None])
         train, test = np.intersect1d(self.fold.train, have), np.intersect1d(self.fold.test, have)
-        tokens = [self.text_model.states([t])[0][0] if t else None for t in progress(self.texts,
-                                                                                    description="alignment: words")]
         n, frames = len(self.labels), [None] * len(self.waves)
 
         def encode(encoder):
@@ -359,11 +369,13 @@ class Export:
             if shipped.student.encoder is not evaluated.student.encoder:
                 encode(shipped.student.encoder)
             head = align.fit_alignment(frames, tokens, self.y, have, n, self.cfg.seed)
-        fit = (f"{align.EPOCHS} epochs (at least {align.MIN_STEPS} updates), AdamW, class-balanced, on the {len(have if self.cfg.refit else train)} clips "
-               f"with text of {'every' if self.cfg.refit else 'the training'} speaker; scored on the held-out "
-               f"speakers' {len(test)} clips with text")
+        fit = (f"{align.EPOCHS} epochs (at least {align.MIN_STEPS} updates), AdamW, class-balanced, on the "
+               f"{len(have if self.cfg.refit else train)} clips with text of "
+               f"{'every' if self.cfg.refit else 'the training'} speaker; scored on the held-out speakers' "
+               f"{len(test)} clips with text")
         spec = mf.Fusion(file=align.FILE, text_encoder=self.text_model.encoder_sha256,
-                         text_dim=int(tokens[have[0]].shape[-1]), audio="the student's last hidden state",
+                         text_dim=int(tokens[have[0]].shape[-1]),
+                         audio="the student's last hidden state (int8 weights; scored in fp32 torch)",
                          fit=fit, metrics=metrics, audio_metrics=audio)
         return align.FusionGraph(shipped.student.encoder, head), spec
 
@@ -421,7 +433,7 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     test_w, y_test = [ex.waves[i] for i in test], ex.y[test]
     evaluated, unlabeled = ex.evaluate_pass()
     shipped = ex.ship_pass(evaluated, unlabeled) if cfg.refit else evaluated
-    fusion = ex.fusion(evaluated, shipped)
+    fusion = ex.fusion(evaluated, shipped) if parallel.is_main() else None
     if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
         return None
     rng = np.random.default_rng(cfg.seed)

@@ -235,6 +235,57 @@ def test_a_bundles_fusion_graph_is_checked_like_every_part(tmp_path):
         load_bundle(out, verify=False)
 
 
+def fusion_bundle(out):
+    """The tiny bundle with tests/fixtures/fusion.onnx as its alignment head: logits = 4 x the mean over the tokens
+    of their first three features (the audio counts zero), over the labels anger, neutral, sadness."""
+    from edge_ser import manifest as mf
+    from edge_ser.bundle import load_bundle
+
+    out.mkdir()
+    shutil.copyfile(FIXTURES / "fusion.onnx", out / "fusion.onnx")
+    make_tiny_bundle(out, openvino=False, fusion=mf.Fusion(file="fusion.onnx", text_encoder="a" * 64, text_dim=4))
+    return load_bundle(out)
+
+
+class StatesTextModel(FakeTextModel):
+    """Says sadness by its head; its token states say neutral (feature 1), as the fixture's head reads them."""
+    encoder_sha256 = "a" * 64
+
+    def states(self, texts):
+        return np.eye(4, dtype=np.float32)[None, [1, 1, 3]], np.ones((1, 3), np.float32)
+
+    def probs_of(self, h, mask):
+        return self.probs("")
+
+
+def test_the_alignment_head_fuses_where_it_applies(tmp_path):
+    from edge_ser.fusion import aligned_fusion
+
+    bundle = fusion_bundle(tmp_path / "bundle")
+    path = fake_path(SPOKEN)
+    path.model = StatesTextModel()
+    aligned = aligned_fusion(bundle, path.model)
+    audio = {"anger": 0.5, "neutral": 0.2, "sadness": 0.3}
+
+    def fused(x, labels=audio, p=path):
+        event = Event(0.0, 2.0, max(labels, key=labels.get), dict(labels), 1.0)
+        p.annotate(event, x, lambda q: Prediction.of(list(labels), np.asarray(q), unsure_below=0.5), aligned)
+        return event
+
+    e = fused(np.zeros(32000, np.float32))
+    z = np.array([0.0, 8 / 3, 0.0])
+    assert e.probs == pytest.approx(dict(zip(audio, np.exp(z) / np.exp(z).sum())), abs=1e-5)
+    assert e.label == "neutral" and e.audio_probs == audio and set(e.text_probs) == set(audio)
+    # the linear pool instead (its text model says sadness): past the audio the head learned on, with weight 0, or
+    # for other labels
+    assert fused(np.zeros(31 * 16000, np.float32)).probs == pytest.approx(
+        dict(zip(audio, fuse(np.array(list(audio.values())), np.array([0.01, 0.01, 0.94]) / 0.96, np.arange(3),
+                             0.25))), abs=1e-3)
+    assert fused(np.zeros(32000, np.float32), p=fake_path(SPOKEN, weight=0.0)).probs == audio
+    other = {"anger": 0.5, "calm": 0.2, "sadness": 0.3}
+    assert set(fused(np.zeros(32000, np.float32), labels=other).probs) == set(other)
+
+
 # ------------------------------------------------------------------------------------------------ with the extra
 def weights(name: str):
     from edge_ser.transcribe import offline_whisper_dir
