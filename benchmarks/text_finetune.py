@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from text_model import DATA, LABELS, RESULTS, evaluate, read_meld, write_card, write_results
+from text_model import DATA, LABELS, RESULTS, embed, evaluate, read_meld, write_card, write_results
 
 from edge_ser.bench.report import machine
 from edge_ser.head import LinearHead, fit_temperature
@@ -200,8 +200,7 @@ def main() -> None:
         (part / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         model_int8 = TextEmotion(part)   # the written part loads and verifies
         test = splits["test"]
-        probs = np.concatenate([model_int8.head.probs(model_int8.embed(test[0][i:i + BATCH]))
-                                for i in range(0, len(test[0]), BATCH)])
+        probs = model_int8.head.probs(embed(model_int8, test[0]))
         manifest["evaluation"] = {k: {m: round(v, 4) if isinstance(v, float) else v for m, v in s.items()}
                                   for k, s in evaluate(probs, test[1]).items()}
         (part / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -59,13 +59,10 @@ def read_meld(folder: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarr
             np.array([int(r["Dialogue_ID"]) for r in rows]))
 
 
-def embed(model: TextEmotion, texts: list[str], batch: int = 32) -> np.ndarray:
-    order = np.argsort([len(t) for t in texts], kind="stable")   # similar lengths together: less padding
-    out = np.zeros((len(texts), model.head.dim), np.float32)
-    for i in range(0, len(order), batch):
-        idx = order[i:i + batch]
-        out[idx] = model.embed([texts[j] for j in idx])
-    return out
+def embed(model: TextEmotion, texts: list[str]) -> np.ndarray:
+    """One line at a time, as the runtime runs it (int8 activations are quantized per call: a batch would change
+    every line's result)."""
+    return np.concatenate([model.embed([t]) for t in texts])
 
 
 def evaluate(probs: np.ndarray, y: np.ndarray) -> dict:
