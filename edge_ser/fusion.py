@@ -145,7 +145,8 @@ class TextPath:
         their order)."""
         labels = tuple(item.probs)
         mapped, text_index = self.mapping(labels)
-        aligned = aligned if aligned is not None and aligned.labels == labels else None
+        if aligned is not None and (aligned.labels != labels or not aligned.takes(x) or self.options.weight == 0):
+            aligned = None
         item.audio_probs = dict(item.probs)
         t = self.transcriber(x)
         if t.text is None:
@@ -153,7 +154,6 @@ class TextPath:
         item.text, item.language = t.text, t.language
         if not t.confident or t.language not in self.model.languages or (len(mapped) < 2 and aligned is None):
             return
-        aligned = aligned if aligned is not None and aligned.takes(x) and self.options.weight > 0 else None
         states = self.model.states([t.text]) if aligned is not None else None
         if len(mapped) >= 2:
             p = (self.model.probs(t.text) if states is None else self.model.probs_of(*states))[text_index]

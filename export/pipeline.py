@@ -433,9 +433,9 @@ def run_export(cfg: ExportConfig) -> mf.Manifest | None:
     test_w, y_test = [ex.waves[i] for i in test], ex.y[test]
     evaluated, unlabeled = ex.evaluate_pass()
     shipped = ex.ship_pass(evaluated, unlabeled) if cfg.refit else evaluated
-    fusion = ex.fusion(evaluated, shipped) if parallel.is_main() else None
     if not parallel.is_main():   # under torchrun, the other processes helped with features and distillation
         return None
+    fusion = ex.fusion(evaluated, shipped)
     rng = np.random.default_rng(cfg.seed)
     train_calib = [ex.waves[i] for i in rng.permutation(ex.fold.train)[:cfg.calibration_clips]]
 

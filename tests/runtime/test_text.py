@@ -284,6 +284,14 @@ def test_the_alignment_head_fuses_where_it_applies(tmp_path):
     assert fused(np.zeros(32000, np.float32), p=fake_path(SPOKEN, weight=0.0)).probs == audio
     other = {"anger": 0.5, "calm": 0.2, "sadness": 0.3}
     assert set(fused(np.zeros(32000, np.float32), labels=other).probs) == set(other)
+    # a text model that knows none of the labels: the head alone fuses; with weight 0 nothing does
+    blind = fake_path(SPOKEN)
+    blind.model = StatesTextModel()
+    blind.model.labels = ["calm", "bored"]
+    e = fused(np.zeros(32000, np.float32), p=blind)
+    assert e.label == "neutral" and e.text_probs is None
+    blind.options = TextOptions(weight=0.0)
+    assert fused(np.zeros(32000, np.float32), p=blind).probs == audio
 
 
 # ------------------------------------------------------------------------------------------------ with the extra
