@@ -9,7 +9,9 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from typing import Callable, Iterator
 
 _actions: dict[int, Callable[[], None]] = {}
@@ -34,6 +36,24 @@ def temporary_folder(prefix: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix=prefix) as folder, \
             on_termination(lambda: shutil.rmtree(folder, ignore_errors=True)):
         yield folder
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends, so that what it does (a file's records written and counted)
+    is done whole or not at all. Only the main thread handles signals: elsewhere the block runs as it is."""
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    if threading.current_thread() is not threading.main_thread():
+        held = []
+    pending: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def terminate(signum, frame) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import audio
 from .errors import AudioError, EdgeSerError
-from .interrupt import on_termination, temporary_folder
+from .interrupt import on_termination, signals_held, temporary_folder
 from .mic import Counters
 from .progress import progress
 from .recognizer import Event, Recognizer, Stream
@@ -451,11 +451,12 @@ def write_records(results: Iterable[list[dict]], total: int, out: TextIO, counts
                   show_progress: bool) -> None:
     """Write each file's records to ``out`` in one write as it arrives, and count them."""
     for records in progress(results, total=total, description=description, enabled=show_progress):
-        write_line(out, "\n".join(json.dumps(r, allow_nan=False) for r in records))
-        counts["errors" if "error" in records[-1] else "processed"] += 1
-        counts["segments"] += sum("label" in r for r in records)
-        counts["no_speech"] += any("no_speech" in r for r in records)
-        counts["vad_fallback"] += any(r.get("vad_fallback") for r in records)
+        with signals_held():   # a stop between the write and the count would report one file less
+            write_line(out, "\n".join(json.dumps(r, allow_nan=False) for r in records))
+            counts["errors" if "error" in records[-1] else "processed"] += 1
+            counts["segments"] += sum("label" in r for r in records)
+            counts["no_speech"] += any("no_speech" in r for r in records)
+            counts["vad_fallback"] += any(r.get("vad_fallback") for r in records)
 
 
 @contextlib.contextmanager

@@ -1,16 +1,20 @@
 """Batch mode (a folder or glob of files): worker processes, resume, Dask, and the timeline plot."""
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import speechlike
+
+from edge_ser import run
 
 SR = 16000
 
@@ -276,6 +280,29 @@ def test_stopping_a_batch_says_what_was_done(tiny_bundle, tmp_path, signum, grou
     done = out.read_text().count('"summary"')
     assert f"{done} processed" in err and f"not done ({word})" in err, err
     assert len(err.splitlines()) == 1 and "Process" not in err and "leaked" not in err, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_while_a_file_is_written_counts_it(signum):
+    """CI: SIGTERM between a file's records and their count said "5 processed" over 6 summaries in the output."""
+    class Stopping(io.StringIO):
+        def write(self, text):
+            n = super().write(text)
+            signal.raise_signal(signum)   # handled at once unless held
+            return n
+    counts, out, seen = Counter(), Stopping(), []
+
+    def stop(signum, frame):   # what the CLI's handlers see: the counts and the lines written
+        seen.append((counts["processed"], out.getvalue().count("\n")))
+        raise KeyboardInterrupt
+    before = signal.signal(signum, stop)
+    try:
+        with run.interruptible(counts):
+            run.write_records(iter([[{"file": "a", "summary": {}}], [{"file": "b", "summary": {}}]]), 2, out,
+                              counts, "files", False)
+    finally:
+        signal.signal(signum, before)
+    assert seen == [(1, 1)] and counts["interrupted"] == 1
 
 
 def test_files_without_speech_get_a_record_and_are_counted(tiny_bundle, tmp_path):
