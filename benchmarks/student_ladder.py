@@ -11,13 +11,17 @@ corpora, logistic regression C=0.1, class-balanced; scikit-learn); only the feat
 
 Then the fast student's candidates (strided prefixes: the blocks on fewer frames), as a bundle would ship them:
 each as an int8 graph (U8S8, the front end in float as ``edge-ser export`` writes it, or with the log-mel's DFT in
-int8 too), timed side by side with openSMILE eGeMAPS on one thread (the bench's test window and interleaved loop),
+int8 too, plain or with each frame scaled to peak 1 first: ``LogMel(frame_gain=True)``), timed side by side with
+openSMILE eGeMAPS on one thread (the bench's test window and interleaved loop),
 and its LOCO UA from the graph's own embeddings of the whole clips (same classifier).
 
 The teacher's features come from the export cache (``--cache``, as ``ready_model.py`` fills it).
 
+Some candidates cut each block's FFN to its most used neurons, refit to give the whole FFN's output (ridge least
+squares on 300 clips of ``--unlabeled``: BAVED, which no fold holds out).
+
 Usage: python benchmarks/student_ladder.py MANIFEST [--cache build/general/cache] [--teacher whisper-base]
-       [--timing-s 60]
+       [--timing-s 60] [--unlabeled ../shared/data/baved/manifest.csv]
 Writes benchmarks/results/student_ladder.{md,json} (and the candidates' graphs under build/student_ladder).
 """
 from __future__ import annotations
@@ -37,7 +41,11 @@ from edge_ser.metrics import scores
 from edge_ser_export.features import corpus_key, teacher_features
 from edge_ser_export.teachers import load_teacher, teacher_prefix
 
-FAST = ((2, 2, "float"), (2, 3, "float"), (2, 4, "float"), (2, 2, "int8"), (2, 4, "int8"), (1, 2, "int8"))
+# fast student candidates: blocks, stride (25 frames/s at 2), the log-mel's DFT (float; int8; int8 with each frame
+# scaled to peak 1 first), FFN neurons kept per block (None: all 2048)
+FAST = ((2, 2, "float", None), (2, 4, "float", None), (2, 2, "int8", None), (2, 2, "int8-gain", None),
+        (2, 4, "int8-gain", None), (2, 2, "float", 1024), (2, 2, "float", 512), (2, 2, "int8-gain", 512),
+        (2, 2, "int8-gain", 256))
 
 
 def baseline(x: np.ndarray, y: np.ndarray):
@@ -59,7 +67,38 @@ def loco(features: np.ndarray, y: np.ndarray, corpus: np.ndarray, n_classes: int
     return out
 
 
-def fast_graph(teacher, blocks: int, stride: int, dft: str, out: Path) -> Path:
+def ffn_pruned(prefix, keep: int, waves: list[np.ndarray], ridge: float = 1e-3):
+    """``prefix`` with each block's FFN cut to the ``keep`` neurons that carry most (mean |activation| times the
+    norm of their outgoing weights) and its second layer refit by ridge least squares to give the whole FFN's output
+    from them: block by block, on the frames of ``waves`` (unlabeled audio of no held-out corpus)."""
+    import copy
+    prefix = copy.deepcopy(prefix)
+    for block in prefix.encoder.blocks:
+        inputs = []
+        hook = block.mlp.register_forward_hook(lambda m, args, out, inputs=inputs: inputs.append(args[0].flatten(0, 1)))
+        with torch.no_grad():
+            for w in waves:
+                prefix(torch.from_numpy(w[None].astype(np.float32)))
+            hook.remove()
+            fc1, fc2 = block.mlp[0], block.mlp[2]
+            h = torch.cat(inputs)
+            act = torch.nn.functional.gelu(fc1(h)).double()
+            target = fc2(act.float()).double()
+            carried = act.abs().mean(0) * fc2.weight.double().norm(dim=0)
+            kept = torch.argsort(carried, descending=True)[:keep].sort()[0]
+            a = torch.cat([act[:, kept], torch.ones(len(act), 1, dtype=act.dtype)], 1)
+            reg = ridge * len(a) * (a * a).mean(0).max() * torch.eye(a.shape[1], dtype=a.dtype)
+            solution = torch.linalg.solve(a.T @ a + reg, a.T @ target)
+            new1, new2 = torch.nn.Linear(fc1.in_features, keep), torch.nn.Linear(keep, fc2.out_features)
+            new1.weight.copy_(fc1.weight[kept])
+            new1.bias.copy_(fc1.bias[kept])
+            new2.weight.copy_(solution[:-1].T.float())
+            new2.bias.copy_(solution[-1].float())
+        block.mlp[0], block.mlp[2] = new1, new2
+    return prefix
+
+
+def fast_graph(teacher, candidate: tuple, unlabeled: list[np.ndarray], out: Path) -> Path:
     """The int8 (U8S8) graph of a strided prefix, its front end in float but for the DFT when ``dft`` is int8."""
     import onnx
     from edge_ser_export import graph
@@ -73,15 +112,21 @@ def fast_graph(teacher, blocks: int, stride: int, dft: str, out: Path) -> Path:
         def forward(self, audio):
             return pool_layers(self.encoder(audio)).flatten(1)
 
-    fp32 = graph.export_onnx(Embedder(teacher_prefix(teacher, blocks, stride)), out / f"{blocks}x{stride}.onnx")
+    blocks, stride, dft, ffn = candidate
+    name = f"{blocks}x{stride}-ffn{ffn or 'all'}-{dft}"
+    prefix = teacher_prefix(teacher, blocks, stride)
+    if ffn:
+        prefix = ffn_pruned(prefix, ffn, unlabeled)
+    prefix.encoder.log_mel.frame_gain = dft == "int8-gain"
+    fp32 = graph.export_onnx(Embedder(prefix), out / f"{name}.onnx")
     front = graph.front_end_nodes(fp32)
-    if dft == "int8":   # the first MatMul of the log-mel reads the framed audio
+    if dft != "float":   # the first MatMul of the log-mel reads the framed audio
         nodes = onnx.load(str(fp32), load_external_data=False).graph.node
         front.remove(next(n.name for n in nodes if n.name in front and n.op_type == "MatMul"))
-    return graph.quantize_dynamic_onnx(fp32, out / f"{blocks}x{stride}-{dft}-dft.onnx", True, front)
+    return graph.quantize_dynamic_onnx(fp32, out / f"{name}-int8.onnx", True, front)
 
 
-def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str],
+def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str], unlabeled: list[np.ndarray],
                     budget_s: float) -> tuple[list[dict], list[str]]:
     import onnxruntime as ort
     from edge_ser.bench.timing import TimingConfig, test_window, time_interleaved
@@ -91,23 +136,25 @@ def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str],
     out.mkdir(parents=True, exist_ok=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    sessions = {c: ort.InferenceSession(str(fast_graph(teacher, *c, out)), options, providers=["CPUExecutionProvider"])
-                for c in FAST}
+    sessions = {c: ort.InferenceSession(str(fast_graph(teacher, c, unlabeled, out)), options,
+                                        providers=["CPUExecutionProvider"]) for c in FAST}
     runners = {c: (lambda x, s=s: s.run(None, {"audio": x})) for c, s in sessions.items()}
     runners["egemaps"] = egemaps(None).run
     cfg = TimingConfig(budget_s=budget_s)
     times, _ = time_interleaved(runners, test_window(16000, cfg), cfg)
     ms = {k: float(np.median(v)) for k, v in times.items()}
     rows = []
-    for (blocks, stride, dft), s in sessions.items():
+    for (blocks, stride, dft, ffn), s in sessions.items():
         emb = np.stack([s.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
-        rows.append({"blocks": blocks, "stride": stride, "dft": dft, "ms": ms[(blocks, stride, dft)],
-                     "x_egemaps": ms["egemaps"] / ms[(blocks, stride, dft)], "ua": loco(emb, y, source, n_classes)})
+        t = ms[(blocks, stride, dft, ffn)]
+        rows.append({"blocks": blocks, "stride": stride, "dft": dft, "ffn": ffn, "ms": t,
+                     "x_egemaps": ms["egemaps"] / t, "ua": loco(emb, y, source, n_classes)})
     lines = [f"Fast student candidates: int8 (U8S8) graphs, ms per {cfg.window_s:g} s window on 1 thread beside "
              f"openSMILE eGeMAPS ({ms['egemaps']:.1f} ms, same loop); LOCO UA of each graph's embeddings", "",
-             "| blocks | frames/s | DFT | ms | x eGeMAPS | " + " | ".join(held) + " | mean |",
-             "|---|---|---|---|---|" + "---|" * (len(held) + 1)]
-    lines += [f"| {r['blocks']} | {50 / r['stride']:.3g} | {r['dft']} | {r['ms']:.2f} | {r['x_egemaps']:.1f} | "
+             "| blocks | frames/s | DFT | FFN | ms | x eGeMAPS | " + " | ".join(held) + " | mean |",
+             "|---|---|---|---|---|---|" + "---|" * (len(held) + 1)]
+    lines += [f"| {r['blocks']} | {50 / r['stride']:.3g} | {r['dft']} | {r['ffn'] or 'all'} | {r['ms']:.2f} | "
+              f"{r['x_egemaps']:.1f} | "
               + " | ".join(f"{r['ua'][h]:.3f}" for h in held) + f" | {np.mean(list(r['ua'].values())):.3f} |"
               for r in rows]
     return rows, lines
@@ -120,6 +167,8 @@ def main() -> None:
     ap.add_argument("--teacher", default="whisper-base")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--timing-s", type=float, default=60.0, help="seconds of timed calls of the fast candidates")
+    ap.add_argument("--unlabeled", type=Path, default=Path("../shared/data/baved/manifest.csv"),
+                    help="audio of no held-out corpus, for the pruned FFNs (300 clips of it)")
     args = ap.parse_args()
     waves, corpus = load_waveforms(load_corpus(args.manifest))
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
@@ -136,7 +185,9 @@ def main() -> None:
              "| features | " + " | ".join(held) + " | mean |", "|---|" + "---|" * (len(held) + 1)]
     lines += [f"| {name} | " + " | ".join(f"{r['ua'][h]:.3f}" for h in held)
               + f" | {np.mean(list(r['ua'].values())):.3f} |" for name, r in result.items()]
-    fast, fast_lines = fast_candidates(teacher, waves, y, source, len(corpus.labels), held, args.timing_s)
+    unlabeled, _ = load_waveforms(load_corpus(args.unlabeled))
+    unlabeled = [unlabeled[i] for i in np.random.RandomState(0).permutation(len(unlabeled))[:300]]
+    fast, fast_lines = fast_candidates(teacher, waves, y, source, len(corpus.labels), held, unlabeled, args.timing_s)
     lines += ["", *fast_lines]
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "student_ladder.md").write_text("\n".join(lines) + "\n")

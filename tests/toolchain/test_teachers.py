@@ -58,11 +58,12 @@ def tiny_whisper_teacher(n_layer=3, n_state=32, n_head=2):
 
 
 # ------------------------------------------------------------------------------------------------- whisper
-def test_log_mel_matches_whisper_feature_extractor():
+@pytest.mark.parametrize("frame_gain", [False, True])
+def test_log_mel_matches_whisper_feature_extractor(frame_gain):
     audio = np.zeros(480000, dtype=np.float32)
     audio[:48000] = speechlike(48000)
     ref = transformers.WhisperFeatureExtractor()(audio, sampling_rate=16000, return_tensors="np").input_features
-    ours = LogMel()(torch.from_numpy(audio)[None]).numpy()
+    ours = LogMel(frame_gain=frame_gain)(torch.from_numpy(audio)[None]).numpy()
     assert ours.shape == ref.shape == (1, 80, 3000)
     assert np.abs(ours - ref).max() < 1e-4
 
