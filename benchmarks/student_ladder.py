@@ -102,15 +102,7 @@ def fast_graph(teacher, candidate: tuple, unlabeled: list[np.ndarray], out: Path
     """The int8 (U8S8) graph of a strided prefix, its front end in float but for the DFT when ``dft`` is int8."""
     import onnx
     from edge_ser_export import graph
-    from edge_ser_export.features import pool_layers
-
-    class Embedder(torch.nn.Module):
-        def __init__(self, encoder):
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, audio):
-            return pool_layers(self.encoder(audio)).flatten(1)
+    from edge_ser_export.heads import Embedder
 
     blocks, stride, dft, ffn = candidate
     name = f"{blocks}x{stride}-ffn{ffn or 'all'}-{dft}"

@@ -220,11 +220,13 @@ class EmotionModel(nn.Module):
 
 
 class Embedder(nn.Module):
-    """``audio[B, N] -> embedding[B, D]``: the pooled layers a linear head reads, flattened."""
+    """``audio[B, N] -> embedding[B, D]``: the pooled layers a linear head reads (without ``head``: all of them),
+    flattened."""
 
-    def __init__(self, encoder: nn.Module, head: LinearHead):
+    def __init__(self, encoder: nn.Module, head: LinearHead | None = None):
         super().__init__()
         self.encoder, self.head = encoder, head
 
     def forward(self, audio: Tensor) -> Tensor:
-        return self.head.embedding(pool_layers(self.encoder(audio)))
+        pooled = pool_layers(self.encoder(audio))
+        return pooled.flatten(1) if self.head is None else self.head.embedding(pooled)
