@@ -99,7 +99,9 @@ def ffn_pruned(prefix, keep: int, waves: list[np.ndarray], ridge: float = 1e-3):
 
 
 def fast_graph(teacher, candidate: tuple, unlabeled: list[np.ndarray], out: Path) -> Path:
-    """The int8 (U8S8) graph of a strided prefix, its front end in float but for the DFT when ``dft`` is int8."""
+    """The int8 (U8S8) graph of a Whisper prefix ``candidate`` (blocks, stride, dft, ffn: see ``FAST``): its front
+    end in float but for the DFT when ``dft`` is int8 (on gain-normalised frames for int8-gain), its FFNs cut to
+    ``ffn`` neurons (:func:`ffn_pruned`) unless None."""
     import onnx
     from edge_ser_export import graph
     from edge_ser_export.heads import Embedder
@@ -166,6 +168,8 @@ def main() -> None:
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
     source = np.array([it.speaker.split("-")[0] for it in corpus.items])   # speakers are CORPUS-SPEAKER
     teacher = load_teacher(args.teacher).eval()
+    if teacher.kind != "whisper":
+        raise SystemExit(f"error: the fast student's candidates are Whisper prefixes; {args.teacher} is {teacher.kind}")
     feats = teacher_features(teacher, waves, args.cache, corpus_key(corpus.items))
     rows = {f"teacher ({teacher.blocks} blocks, all layers)": (teacher.blocks, 1, feats)}
     rows |= {f"prefix {k} block{'s' if k > 1 else ''}": (k, 1, feats[:, :k + 1]) for k in range(1, teacher.blocks)}

@@ -52,6 +52,9 @@ def main() -> None:
     x_test, test = features(teacher, args.manifest, args.cache, args.label_map)
     labels = train.labels
     y_train = np.array([labels.index(it.label) for it in train.items])
+    if unknown := {it.label for it in test.items} - set(labels):
+        raise SystemExit(f"error: {args.manifest} has labels the training corpora lack ({', '.join(sorted(unknown))}); "
+                         "map or drop them with --label-map")
     y_test = np.array([labels.index(it.label) for it in test.items])
     source = np.array([it.speaker.split("-")[0] for it in train.items])   # speakers are CORPUS-SPEAKER
     shared, every = np.isin(source, args.baseline_corpora.split(",")), np.ones(len(source), bool)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from typing import Callable, Iterator
 
 _actions: dict[int, Callable[[], None]] = {}
@@ -39,21 +40,48 @@ def temporary_folder(prefix: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends, so that what it does (a file's records written and counted)
-    is done whole or not at all. Only the main thread handles signals: elsewhere the block runs as it is."""
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+def signals_held(patience_s: float = 1.0) -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends, so that what it does (a file's records written and counted) is
+    done whole or not at all. A stop waits ``patience_s`` at most (a write can hang on a full pipe: the stop is then
+    sent again to the main thread, which interrupts the write), a second stop not at all: the handlers are put back
+    and it is delivered (SIGTERM before Ctrl-C when both came). Only the main thread handles signals: elsewhere the
+    block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
-        held = []
+        yield
+        return
+    before: dict[int, Callable | int] = {}
     pending: list[int] = []
-    before = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
+    timers: list[threading.Timer] = []
+    start = time.monotonic()
+
+    def release() -> None:
+        for timer in timers:
+            timer.cancel()
+        while before:   # a handler is forgotten only once it is back, whatever a signal does meanwhile
+            s = next(iter(before))
+            signal.signal(s, before[s])
+            before.pop(s, None)
+        if pending:
+            s = signal.SIGTERM if signal.SIGTERM in pending else pending[0]
+            pending.clear()
+            signal.raise_signal(s)
+
+    def hold(signum, frame) -> None:
+        pending.append(signum)
+        if len(pending) > 1 or time.monotonic() - start > patience_s:
+            release()
+        elif hasattr(signal, "pthread_kill"):
+            timers.append(threading.Timer(patience_s, signal.pthread_kill, (threading.main_thread().ident, signum)))
+            timers[-1].daemon = True
+            timers[-1].start()
+
     try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) is not None:   # None: a handler not installed from Python, left alone
+                before[s] = signal.signal(s, hold)
         yield
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-        if pending:
-            signal.raise_signal(pending[0])
+        release()
 
 
 def terminate(signum, frame) -> None:

@@ -1,4 +1,5 @@
 """Batch mode (a folder or glob of files): worker processes, resume, Dask, and the timeline plot."""
+import contextlib
 import hashlib
 import io
 import json
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -14,7 +16,7 @@ import pytest
 import soundfile as sf
 from conftest import speechlike
 
-from edge_ser import run
+from edge_ser import interrupt, run
 
 SR = 16000
 
@@ -303,6 +305,47 @@ def test_a_stop_while_a_file_is_written_counts_it(signum):
     finally:
         signal.signal(signum, before)
     assert seen == [(1, 1)] and counts["interrupted"] == 1
+
+
+@pytest.mark.parametrize("patience_s", [1.0, 0.0], ids=["second stop", "late stop"])
+def test_a_stop_is_not_held_for_long(patience_s):
+    """Review: held signals made a write blocked on a full pipe impossible to stop (SIGTERM from `timeout`)."""
+    seen, reached, handlers = [], [], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupt.signals_held(patience_s):
+                signal.raise_signal(signal.SIGINT)
+                if patience_s:
+                    assert not seen   # the first stop waits
+                    signal.raise_signal(signal.SIGTERM)
+                reached.append(True)   # the stop was held
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert not reached and seen == ([signal.SIGTERM] if patience_s else [])   # SIGTERM first; else KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is handlers[signal.SIGINT]
+
+
+def test_a_stop_interrupts_a_write_that_hangs():
+    """Review: a write blocked on a full pipe, held, could not be stopped by the one SIGTERM `timeout` sends."""
+    read, write = os.pipe()
+    unblock = threading.Timer(10, os.close, (read,))   # if the stop never comes, the write fails instead of hanging
+    unblock.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupt.signals_held(0.3):
+            signal.raise_signal(signal.SIGINT)   # held: the block started just now
+            os.write(write, b"x" * (1 << 24))    # blocks: nobody reads the pipe
+    finally:
+        unblock.cancel()
+        os.close(write)
+        with contextlib.suppress(OSError):
+            os.close(read)
+    assert time.monotonic() - start < 5
 
 
 def test_files_without_speech_get_a_record_and_are_counted(tiny_bundle, tmp_path):
