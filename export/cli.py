@@ -72,7 +72,7 @@ def export(
                                                "distillation skips, to validate its epochs (--student-layers "
                                                "teacher): a count or names [default: 4; 0, or fewer than 4: keep the "
                                                "last epoch]."),
-    student_blocks: int = typer.Option(3, "--student-blocks", "--student-depth", min=1, max=64,
+    student_blocks: int = typer.Option(4, "--student-blocks", "--student-depth", min=1, max=64,
                                        help="Student transformer blocks (--student-depth is a deprecated alias)."),
     student_layers: StudentLayers = typer.Option(
         StudentLayers.own, help="own: the student is the teacher's first blocks and its head reads their hidden "

@@ -66,7 +66,7 @@ class ExportConfig:
     # training speakers whose audio distillation skips, to score its epochs (0, or fewer than 4: no epoch is chosen
     # by them, the last one is kept: edge_ser.head.MIN_SPEAKERS)
     val_speakers: int | list[str] = 4
-    student_blocks: int = 3
+    student_blocks: int = 4
     # "own": the student is the teacher's first blocks and its head reads their hidden states (nothing is fit to
     # the data, so it generalizes as those teacher layers do); "teacher": it predicts every teacher layer the head
     # reads, distilled on the training audio (narrower, pruned or strided students)
