@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from text_model import LABELS, embed, evaluate, read_meld
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,7 +77,6 @@ CONFIGS = {
     "--text --language en, padded to 10 s": {"language": "en", "pad_s": 10.0},   # the padding before 5 s
     "--text (whisper-base, language identified)": {},
 }
-MELD_FOUR = ["anger", "happiness", "neutral", "sadness"]
 MAX_LOSS = 0.005
 
 
@@ -148,24 +148,15 @@ def run_config(name: str, config: dict | None, files: list[Path]) -> dict:
 
 # ---------------------------------------------------------------------------------------------- the parts
 def meld_text_only(meld: Path) -> dict:
-    from edge_ser.metrics import scores
     from edge_ser.textemotion import TextEmotion
 
     model = TextEmotion(threads=1)
-    with open(meld / "test_sent_emo.csv", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    truth = [{"joy": "happiness"}.get(r["Emotion"], r["Emotion"]) for r in rows]
-    texts = [r["Utterance"] for r in rows]
-    t0 = time.process_time()   # one line at a time, as the runtime runs it (int8 activations are quantized per call)
-    probs = model.head.probs(np.concatenate([model.embed([t]) for t in texts]))
-    cpu_ms = (time.process_time() - t0) / len(rows) * 1e3
-    y = np.array([model.labels.index(t) for t in truth])
-    seven = scores(y, probs.argmax(1), len(model.labels))
-    idx4 = [model.labels.index(x) for x in MELD_FOUR]
-    keep = np.isin(y, idx4)
-    four = scores(np.array([idx4.index(v) for v in y[keep]]), probs[keep][:, idx4].argmax(1), 4)
-    return {"7": seven, "4": four, "n": len(rows), "cpu_ms_per_line": round(cpu_ms, 2),
-            "probs": probs, "truth": truth, "labels": model.labels}
+    texts, y, _ = read_meld(meld, "test")
+    t0 = time.process_time()
+    probs = model.head.probs(embed(model, texts))[:, [model.labels.index(x) for x in LABELS]]
+    cpu_ms = (time.process_time() - t0) / len(texts) * 1e3
+    return {**evaluate(probs, y), "n": len(texts), "cpu_ms_per_line": round(cpu_ms, 2),
+            "probs": probs, "truth": [LABELS[v] for v in y], "labels": LABELS}
 
 
 def words(text: str) -> list[str]:
