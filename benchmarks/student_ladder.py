@@ -9,9 +9,9 @@ corpora, logistic regression C=0.1, class-balanced; scikit-learn); only the feat
 - a prefix of the teacher (its first k blocks read directly: what ``edge-ser export`` ships as students), whose
   hidden states are the teacher's layers 0..k: computed from the teacher's cached features.
 
-Then the fast student's candidates (strided prefixes: the blocks on fewer frames), as a bundle would ship them:
-each as an int8 graph (U8S8, the front end in float as ``edge-ser export`` writes it, or with the log-mel's DFT in
-int8 too, plain or with each frame scaled to peak 1 first: ``LogMel(frame_gain=True)``), timed side by side with
+Then the fast student's candidates (strided prefixes: the blocks on fewer frames; of the teacher and of the smaller
+whisper-tiny.en), as a bundle would ship them:
+each as an int8 graph (U8S8, the front end in float as ``edge-ser export`` writes it), timed side by side with
 openSMILE eGeMAPS on one thread (the bench's test window and interleaved loop),
 and its LOCO UA from the graph's own embeddings of the whole clips (same classifier).
 
@@ -41,11 +41,10 @@ from edge_ser.metrics import scores
 from edge_ser_export.features import corpus_key, teacher_features
 from edge_ser_export.teachers import load_teacher, teacher_prefix
 
-# fast student candidates: blocks, stride (25 frames/s at 2), the log-mel's DFT (float; int8; int8 with each frame
-# scaled to peak 1 first), FFN neurons kept per block (None: all 2048)
-FAST = ((2, 2, "float", None), (2, 4, "float", None), (2, 2, "int8", None), (2, 2, "int8-gain", None),
-        (2, 4, "int8-gain", None), (2, 2, "float", 1024), (2, 2, "float", 512), (2, 2, "int8-gain", 512),
-        (2, 2, "int8-gain", 256))
+# fast student candidates: teacher (None: --teacher), blocks, stride (25 frames/s at 2), FFN neurons kept per block
+# (None: all)
+FAST = ((None, 2, 2, None), (None, 2, 4, None), (None, 2, 2, 1024), (None, 2, 2, 512), (None, 2, 2, 256),
+        ("whisper-tiny.en", 2, 2, None), ("whisper-tiny.en", 3, 2, None))
 
 
 def baseline(x: np.ndarray, y: np.ndarray):
@@ -99,25 +98,18 @@ def ffn_pruned(prefix, keep: int, waves: list[np.ndarray], ridge: float = 1e-3):
 
 
 def fast_graph(teacher, candidate: tuple, unlabeled: list[np.ndarray], out: Path) -> Path:
-    """The int8 (U8S8) graph of a Whisper prefix ``candidate`` (blocks, stride, dft, ffn: see ``FAST``): its front
-    end in float but for the DFT when ``dft`` is int8 (on gain-normalised frames for int8-gain), its FFNs cut to
-    ``ffn`` neurons (:func:`ffn_pruned`) unless None."""
-    import onnx
+    """The int8 (U8S8) graph of a prefix of Whisper ``teacher`` (``candidate``: blocks, stride, ffn as in ``FAST``),
+    its front end in float, its FFNs cut to ``ffn`` neurons (:func:`ffn_pruned`) unless None."""
     from edge_ser_export import graph
     from edge_ser_export.heads import Embedder
 
-    blocks, stride, dft, ffn = candidate
-    name = f"{blocks}x{stride}-ffn{ffn or 'all'}-{dft}"
+    blocks, stride, ffn = candidate
+    name = f"{teacher.name}-{blocks}x{stride}-ffn{ffn or 'all'}"
     prefix = teacher_prefix(teacher, blocks, stride)
     if ffn:
         prefix = ffn_pruned(prefix, ffn, unlabeled)
-    prefix.encoder.log_mel.frame_gain = dft == "int8-gain"
     fp32 = graph.export_onnx(Embedder(prefix), out / f"{name}.onnx")
-    front = graph.front_end_nodes(fp32)
-    if dft != "float":   # the first MatMul of the log-mel reads the framed audio
-        nodes = onnx.load(str(fp32), load_external_data=False).graph.node
-        front.remove(next(n.name for n in nodes if n.name in front and n.op_type == "MatMul"))
-    return graph.quantize_dynamic_onnx(fp32, out / f"{name}-int8.onnx", True, front)
+    return graph.quantize_dynamic_onnx(fp32, out / f"{name}-int8.onnx", True)
 
 
 def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str], unlabeled: list[np.ndarray],
@@ -130,7 +122,8 @@ def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str], 
     out.mkdir(parents=True, exist_ok=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    sessions = {c: ort.InferenceSession(str(fast_graph(teacher, c, unlabeled, out)), options,
+    teachers = {None: teacher} | {name: load_teacher(name).eval() for name, *_ in FAST if name}
+    sessions = {c: ort.InferenceSession(str(fast_graph(teachers[c[0]], c[1:], unlabeled, out)), options,
                                         providers=["CPUExecutionProvider"]) for c in FAST}
     runners = {c: (lambda x, s=s: s.run(None, {"audio": x})) for c, s in sessions.items()}
     runners["egemaps"] = egemaps(None).run
@@ -138,16 +131,16 @@ def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str], 
     times, _ = time_interleaved(runners, test_window(16000, cfg), cfg)
     ms = {k: float(np.median(v)) for k, v in times.items()}
     rows = []
-    for (blocks, stride, dft, ffn), s in sessions.items():
+    for (name, blocks, stride, ffn), s in sessions.items():
         emb = np.stack([s.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
-        t = ms[(blocks, stride, dft, ffn)]
-        rows.append({"blocks": blocks, "stride": stride, "dft": dft, "ffn": ffn, "ms": t,
+        t = ms[(name, blocks, stride, ffn)]
+        rows.append({"teacher": teachers[name].name, "blocks": blocks, "stride": stride, "ffn": ffn, "ms": t,
                      "x_egemaps": ms["egemaps"] / t, "ua": loco(emb, y, source, n_classes)})
     lines = [f"Fast student candidates: int8 (U8S8) graphs, ms per {cfg.window_s:g} s window on 1 thread beside "
              f"openSMILE eGeMAPS ({ms['egemaps']:.1f} ms, same loop); LOCO UA of each graph's embeddings", "",
-             "| blocks | frames/s | DFT | FFN | ms | x eGeMAPS | " + " | ".join(held) + " | mean |",
+             "| teacher | blocks | frames/s | FFN | ms | x eGeMAPS | " + " | ".join(held) + " | mean |",
              "|---|---|---|---|---|---|" + "---|" * (len(held) + 1)]
-    lines += [f"| {r['blocks']} | {50 / r['stride']:.3g} | {r['dft']} | {r['ffn'] or 'all'} | {r['ms']:.2f} | "
+    lines += [f"| {r['teacher']} | {r['blocks']} | {50 / r['stride']:.3g} | {r['ffn'] or 'all'} | {r['ms']:.2f} | "
               f"{r['x_egemaps']:.1f} | "
               + " | ".join(f"{r['ua'][h]:.3f}" for h in held) + f" | {np.mean(list(r['ua'].values())):.3f} |"
               for r in rows]

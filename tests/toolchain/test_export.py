@@ -103,6 +103,7 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
     text = (out / MANIFEST).read_text()
     assert str(tmp_path) not in text and str(corpus) not in text   # no paths of the exporting machine
     assert not list(tmp_path.glob(".bundle.*"))
+    assert not list(out.glob(".*")), "the OpenVINO variants' source graphs are left in the bundle"
     # the runtime on a variable-length clip gives a distribution over the bundle's labels
     from edge_ser.recognizer import Recognizer
     for variant in ("auto", "student-int8-u8u8", "student-ov-int8"):

@@ -58,12 +58,11 @@ def tiny_whisper_teacher(n_layer=3, n_state=32, n_head=2):
 
 
 # ------------------------------------------------------------------------------------------------- whisper
-@pytest.mark.parametrize("frame_gain", [False, True])
-def test_log_mel_matches_whisper_feature_extractor(frame_gain):
+def test_log_mel_matches_whisper_feature_extractor():
     audio = np.zeros(480000, dtype=np.float32)
     audio[:48000] = speechlike(48000)
     ref = transformers.WhisperFeatureExtractor()(audio, sampling_rate=16000, return_tensors="np").input_features
-    ours = LogMel(frame_gain=frame_gain)(torch.from_numpy(audio)[None]).numpy()
+    ours = LogMel()(torch.from_numpy(audio)[None]).numpy()
     assert ours.shape == ref.shape == (1, 80, 3000)
     assert np.abs(ours - ref).max() < 1e-4
 
@@ -288,16 +287,33 @@ def test_matmul_conv_is_the_convolution(stride):
 
 
 def test_int8_whisper_graph_quantizes_the_front_end_convolutions(tmp_path):
-    """The log-mel (its DFT and mel filters: MatMuls) stays float; conv1 and conv2 are MatMuls, so dynamic int8
-    covers them: no Conv is left."""
+    """The log-mel (its DFT's two stages and mel filters: MatMuls) stays float; conv1 and conv2 are MatMuls, so
+    dynamic int8 covers them: no Conv is left."""
     onnx = pytest.importorskip("onnx")
     from edge_ser_export import graph
     fp32 = graph.export_onnx(tiny_whisper_teacher(n_layer=1), tmp_path / "t.onnx")
     int8 = graph.quantize_dynamic_onnx(fp32, tmp_path / "q.onnx", signed_weights=True)
     nodes = onnx.load(str(int8)).graph.node
     ops = [n.op_type for n in nodes]
-    assert [n.op_type for n in nodes if "log_mel" in n.name and "MatMul" in n.op_type] == ["MatMul", "MatMul"]
+    assert [n.op_type for n in nodes if "log_mel" in n.name and "MatMul" in n.op_type] == ["MatMul"] * 3
     assert "Conv" not in ops and ops.count("DynamicQuantizeMatMul") + ops.count("MatMulInteger") >= 8
+
+
+def test_openvino_form_of_the_graph_has_conv_and_the_same_output(tmp_path):
+    """OpenVINO's source graph keeps Whisper's convolutions as Conv (faster there); same output as the MatMul form,
+    and the model is left as it was."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edge_ser_export import graph
+    model = tiny_whisper_teacher(n_layer=1)
+    paths = {form: graph.export_onnx(model, tmp_path / f"{form}.onnx", convs_as_matmul=form)
+             for form in (True, False)}
+    ops = {form: [n.op_type for n in onnx.load(str(p)).graph.node] for form, p in paths.items()}
+    assert ops[True].count("Conv") == 0 and ops[False].count("Conv") == 2
+    assert all(m.as_matmul for m in model.modules() if isinstance(m, MatMulConv1d))
+    audio = speechlike(16000)[None]
+    out = [ort.InferenceSession(str(p)).run(None, {"audio": audio})[0] for p in paths.values()]
+    np.testing.assert_allclose(out[0], out[1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
