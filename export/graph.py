@@ -49,6 +49,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, example_len: int = 320
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     convs = [m for m in model.modules() if isinstance(m, MatMulConv1d)]
+    previous = [conv.as_matmul for conv in convs]
     example = torch.randn(1, example_len, generator=torch.Generator().manual_seed(0)) * 0.1
     try:
         for conv in convs:
@@ -60,8 +61,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path, example_len: int = 320
                               dynamic_axes={INPUT_NAME: {0: "batch", 1: "samples"},
                                             OUTPUT_NAME: {0: "batch"}})
     finally:
-        for conv in convs:
-            del conv.as_matmul
+        for conv, value in zip(convs, previous):
+            conv.as_matmul = value
     onnx.checker.check_model(str(path))
     return path
 

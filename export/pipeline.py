@@ -45,7 +45,7 @@ from .features import cached, corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
-from .teachers import load_teacher, make_student, teacher_prefix
+from .teachers import MatMulConv1d, load_teacher, make_student, teacher_prefix
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
@@ -187,12 +187,18 @@ def write_variants(parts: dict[str, EmotionModel], out: Path, calib: list[np.nda
         for p in ORT_PRESETS:
             graph.quantize_dynamic_onnx(fp32, add(f"{part}-{p.name}", "onnx", "int8", part, macs, p.description,
                                                   p.targets), p.signed_weights)
-        if part != "teacher":   # from a graph whose convolutions are Conv, which OpenVINO runs faster
-            source = graph.export_onnx(m.embedder, out / f".{part}-openvino.onnx", convs_as_matmul=False)
-            graph.export_openvino(source, add(f"{part}-ov-fp32", "openvino", "fp32", part, macs))
-            graph.quantize_openvino(source, add(f"{part}-ov-int8", "openvino", "int8", part, macs,
-                                                "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS), calib)
-            source.unlink()
+        if part != "teacher":   # from a graph whose convolutions are Conv (Whisper's), which OpenVINO runs faster
+            convs = any(isinstance(x, MatMulConv1d) for x in m.embedder.modules())
+            source = graph.export_onnx(m.embedder, out / f".{part}-openvino.onnx", convs_as_matmul=False) \
+                if convs else fp32
+            try:
+                graph.export_openvino(source, add(f"{part}-ov-fp32", "openvino", "fp32", part, macs))
+                graph.quantize_openvino(source, add(f"{part}-ov-int8", "openvino", "int8", part, macs,
+                                                    "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS),
+                                        calib)
+            finally:
+                if convs:
+                    source.unlink(missing_ok=True)
     return variants
 
 

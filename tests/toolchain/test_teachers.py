@@ -67,6 +67,21 @@ def test_log_mel_matches_whisper_feature_extractor():
     assert np.abs(ours - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("length", [201, 400, 16001])
+def test_log_mel_graph_matches_whisper_on_short_and_batched_audio(tmp_path, length):
+    """The exported log-mel (its two-stage DFT) gives Whisper's features, unpadded, for each row of a batch."""
+    ort = pytest.importorskip("onnxruntime")
+    from edge_ser_export import graph
+    audio = np.stack([speechlike(length, seed) * gain for seed, gain in ((0, 1.0), (1, 0.001), (2, 30.0))])
+    fe = transformers.WhisperFeatureExtractor()
+    ref = np.stack([fe(a, sampling_rate=16000, return_tensors="np", padding="do_not_pad").input_features[0]
+                    for a in audio])
+    path = graph.export_onnx(torch.nn.Sequential(LogMel()), tmp_path / "mel.onnx")
+    ours = ort.InferenceSession(str(path)).run(None, {"audio": audio.astype(np.float32)})[0]
+    assert ours.shape == ref.shape == (3, 80, length // 160)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
 def test_log_mel_variable_length_and_per_utterance_max():
     x = torch.from_numpy(speechlike(32000))[None]
     mel = LogMel()(torch.cat([x, 0.01 * x]))
@@ -311,6 +326,9 @@ def test_openvino_form_of_the_graph_has_conv_and_the_same_output(tmp_path):
     ops = {form: [n.op_type for n in onnx.load(str(p)).graph.node] for form, p in paths.items()}
     assert ops[True].count("Conv") == 0 and ops[False].count("Conv") == 2
     assert all(m.as_matmul for m in model.modules() if isinstance(m, MatMulConv1d))
+    model.encoder.conv1.as_matmul = False          # a caller's own setting survives an export
+    graph.export_onnx(model, tmp_path / "again.onnx")
+    assert not model.encoder.conv1.as_matmul and model.encoder.conv2.as_matmul
     audio = speechlike(16000)[None]
     out = [ort.InferenceSession(str(p)).run(None, {"audio": audio})[0] for p in paths.values()]
     np.testing.assert_allclose(out[0], out[1], atol=1e-4, rtol=1e-4)
