@@ -187,17 +187,17 @@ def write_variants(parts: dict[str, EmotionModel], out: Path, calib: list[np.nda
         for p in ORT_PRESETS:
             graph.quantize_dynamic_onnx(fp32, add(f"{part}-{p.name}", "onnx", "int8", part, macs, p.description,
                                                   p.targets), p.signed_weights)
-        if part != "teacher":   # from a graph whose convolutions are Conv (Whisper's), which OpenVINO runs faster
-            convs = any(isinstance(x, MatMulConv1d) for x in m.embedder.modules())
-            source = graph.export_onnx(m.embedder, out / f".{part}-openvino.onnx", convs_as_matmul=False) \
-                if convs else fp32
+        if part != "teacher":
+            source = fp32
+            if any(isinstance(x, MatMulConv1d) for x in m.embedder.modules()):   # Whisper's: OpenVINO runs Conv faster
+                source = graph.export_onnx(m.embedder, out / f".{part}-openvino.onnx", convs_as_matmul=False)
             try:
                 graph.export_openvino(source, add(f"{part}-ov-fp32", "openvino", "fp32", part, macs))
                 graph.quantize_openvino(source, add(f"{part}-ov-int8", "openvino", "int8", part, macs,
                                                     "NNCF post-training, transformer scheme", OPENVINO_INT8_TARGETS),
                                         calib)
             finally:
-                if convs:
+                if source != fp32:
                     source.unlink(missing_ok=True)
     return variants
 
