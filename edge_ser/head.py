@@ -31,6 +31,7 @@ MAX_HEAD_BYTES = 64 << 20
 L2_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)   # strongest first: ties go to the simpler model
 DEFAULT_L2 = 0.1          # below MIN_SPEAKERS speakers (a robust choice on every corpus of the adapt benchmark)
 MIN_SPEAKERS = 4          # fewer speakers: no choice is made from the data (DEFAULT_L2)
+BLIND_MIN_SPEAKERS = 10   # fewer speakers: no speaker direction is removed (few cannot tell them from the labels')
 MAX_FOLDS = 5             # leave-one-speaker-out up to this many speakers, else this many speaker groups
 CLIP_FOLDS = 4            # one speaker: stratified clip folds (not speaker-independent)
 UNSURE_BELOW = 0.5        # calibrated top probability under which an event is marked unsure
@@ -235,6 +236,7 @@ class FitReport:
     temperature: float = 1.0
     ece: float | None = None      # of the out-of-fold probabilities after temperature scaling
     ece_before: float | None = None
+    speaker_directions: int = 0   # directions that tell the training speakers apart, removed before the fit
 
     @property
     def chosen(self) -> bool:
@@ -242,7 +244,8 @@ class FitReport:
 
     def summary(self) -> str:
         est = f"UA {self.ua:.3f} +/- {self.ua_spread:.3f}" if self.ua is not None else "no estimate"
-        return (f"logistic regression, L2 {self.l2:g} ({self.penalty}); "
+        blind = f", blind to {self.speaker_directions} speaker directions" if self.speaker_directions else ""
+        return (f"logistic regression, L2 {self.l2:g} ({self.penalty}){blind}; "
                 f"{est} ({self.protocol}); temperature {self.temperature:.2f}"
                 + (f", ECE {self.ece_before:.3f} -> {self.ece:.3f}" if self.ece is not None else ""))
 
@@ -257,11 +260,27 @@ def _folds(y: np.ndarray, groups: np.ndarray | None, seed: int) -> tuple[list, s
     return inner_folds(y, None, k, seed), f"{k} clip folds of one speaker: NOT speaker-independent", False
 
 
+def _speaker_basis(z: np.ndarray, y: np.ndarray, groups: np.ndarray, dims: int) -> np.ndarray:
+    """The ``dims`` directions (orthonormal rows ``[dims, F]``) along which the speakers' class means of ``z`` depart
+    most from each class's mean: what tells speakers apart rather than labels (nuisance attribute projection,
+    Solomonoff et al. 2005). Out of domain it helps: a new corpus is new speakers, microphones and rooms."""
+    rows = [z[(y == c) & (groups == g)].mean(0) - z[y == c].mean(0)
+            for c in np.unique(y) for g in np.unique(groups[y == c])]
+    return np.linalg.svd(np.array(rows), full_matrices=False)[2][:dims]
+
+
+def _project_out(z: np.ndarray, p: np.ndarray | None) -> np.ndarray:
+    return z if p is None else z - (z @ p.T) @ p
+
+
 def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: float | None = None,
-               seed: int = 0) -> tuple[LinearHead, FitReport]:
+               seed: int = 0, speaker_directions: int = 0) -> tuple[LinearHead, FitReport]:
     """A calibrated linear head on embeddings ``X[N, dim]`` with labels ``y`` in [0, n_classes), and its report.
 
     ``groups`` (the speaker of each clip) makes the folds speaker-independent; ``l2`` fixes the penalty.
+    ``speaker_directions`` > 0 fits the head blind to that many directions that tell the training speakers apart
+    (:func:`_speaker_basis`, found in each fold's training speakers; its weights are orthogonal to them, so the
+    runtime applies it as any head); with fewer than :data:`BLIND_MIN_SPEAKERS` speakers none is removed.
     """
     X, y = np.asarray(X, np.float64), np.asarray(y, np.int64).reshape(-1)
     groups = None if groups is None else np.asarray(groups)
@@ -283,10 +302,18 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
     folds, protocol, independent = _folds(y, groups, seed)
     n_speakers = len(set(groups)) if groups is not None else 1
     grid = (l2,) if l2 is not None else (L2_GRID if n_speakers >= MIN_SPEAKERS else (DEFAULT_L2,))
+    if speaker_directions < 0:
+        raise EdgeSerError(f"speaker_directions must be 0 or more, not {speaker_directions}")
+    dims = speaker_directions if n_speakers >= BLIND_MIN_SPEAKERS else 0
+
+    def blind(z, labels, speakers):   # standardised features without the speakers' directions, and those
+        p = _speaker_basis(z, labels, speakers, dims) if dims else None
+        return _project_out(z, p), p
+
     oof = {c: np.zeros((len(y), n_classes)) for c in grid}
     for tr, va in folds:
         mean, scale = _standardiser(X[tr])
-        z_tr, vt = row_space((X[tr] - mean) / scale)
+        z_tr, vt = row_space(blind((X[tr] - mean) / scale, y[tr], None if groups is None else groups[tr])[0])
         z_va = (X[va] - mean) / scale
         z_va = z_va if vt is None else z_va @ vt.T
         init = None
@@ -304,11 +331,13 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
     report = FitReport(l2=best, penalty="given" if l2 is not None else "chosen by the folds" if len(grid) > 1
                        else "default", protocol=protocol, speaker_independent=independent,
                        ua=ua[best], ua_spread=float(np.std(fold_ua)), fold_ua=fold_ua, temperature=temperature,
-                       ece=ece(softmax(oof[best] / temperature), y), ece_before=ece(softmax(oof[best]), y))
+                       ece=ece(softmax(oof[best] / temperature), y), ece_before=ece(softmax(oof[best]), y),
+                       speaker_directions=dims)
     mean, scale = _standardiser(X)
-    z, vt = row_space((X - mean) / scale)
+    z, p = blind((X - mean) / scale, y, groups)
+    z, vt = row_space(z)
     w, b = logistic(z, y, n_classes, best, class_weights(y, n_classes))
-    w = w if vt is None else w @ vt
+    w = _project_out(w if vt is None else w @ vt, p)
     return LinearHead(mean, scale, w / temperature, b / temperature), report
 
 

@@ -94,6 +94,9 @@ def export(
     head: Head = typer.Option(Head.all, help="Which pooled layers the calibrated linear head reads: all (the robust "
                               "default), the best single one, or auto (all or one, by speaker folds; all below 4 "
                               "training speakers)."),
+    speaker_directions: int = typer.Option(5, min=0, max=64, help="Directions that tell the training speakers "
+                                           "apart, which every head is fit blind to (0: none; none below 10 "
+                                           "training speakers)."),
     text_model: Optional[Path] = typer.Option(None, help="A text emotion part (folder) whose token states the "
                                               "alignment head reads, when --data has a text column [default: the "
                                               "one edge-ser[text] ships]."),
@@ -128,7 +131,8 @@ def export(
                        fast_time_stride=fast_time_stride,
                        student_width=student_width, student_init=student_init.value,
                        student_time_stride=student_time_stride, student_ffn=student_ffn,
-                       distill_epochs=distill_epochs, augment=augment, head=head.value, device=device, seed=seed,
+                       distill_epochs=distill_epochs, augment=augment, head=head.value,
+                       speaker_directions=speaker_directions, device=device, seed=seed,
                        overwrite=overwrite, text_model=text_model)
     manifest = run_export(cfg)
     if manifest is not None:   # the main process (torchrun's others return None)

@@ -5,7 +5,8 @@ logits ``[B, C]``. Every head standardises its input first, with the mean and st
 feature computed from the training X only.
 
 - ``"linear"``: the runtime's calibrated head (:func:`edge_ser.head.fit_linear`: class-balanced logistic
-  regression with an L2 penalty chosen by speaker-grouped folds, a temperature fitted out of fold) on the
+  regression with an L2 penalty chosen by speaker-grouped folds, optionally blind to the directions that tell the
+  training speakers apart, a temperature fitted out of fold) on the
   concatenated layers (``layers="all"``), on one layer (an int), or on the layers chosen by the same folds
   (``"best"``: one layer; ``"auto"``: one layer or all). With fewer than ``edge_ser.head.MIN_SPEAKERS`` speakers
   in ``groups`` no choice is made from the data: every layer, the default penalty. It is what a bundle ships
@@ -41,6 +42,7 @@ MIN_STEPS = 100
 class HeadConfig:
     """Options of ``fit_head`` (linear: l2, layers; mlp: the rest)."""
     l2: float | None = None        # linear: None = chosen by speaker folds (edge_ser.head.fit_linear)
+    speaker_directions: int = 0    # linear: directions telling the training speakers apart, left out of the fit
     layers: str | int | list = "auto"   # linear: "all" | "best" | "auto" | a layer index | a list of them
     hidden: int = 256
     dropout: float = 0.5
@@ -139,7 +141,8 @@ def _fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: HeadConfig, g
         raise ValueError(f"layers must be 'all', 'best', 'auto' or a layer index, not {cfg.layers!r}")
     best = None
     for layers in candidates:   # simplest first: another candidate must do strictly better out of fold
-        fit = fit_linear(_flat(x, layers), y, n_classes, groups, l2=cfg.l2, seed=seed)
+        fit = fit_linear(_flat(x, layers), y, n_classes, groups, l2=cfg.l2, seed=seed,
+                         speaker_directions=cfg.speaker_directions)
         if best is None or (fit[1].ua or 0.0) > (best[2].ua or 0.0) + 1e-9:
             best = (layers, *fit)
     head = LinearHead(*best)

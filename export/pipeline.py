@@ -80,6 +80,7 @@ class ExportConfig:
     distill_epochs: int = 3
     augment: int = 1
     head: str = "all"             # the head's layers: all | auto | best
+    speaker_directions: int = 5   # every head is blind to this many directions telling training speakers apart
     window_s: float = 4.0
     hop_s: float = 2.0
     refit: bool = True            # False: ship the models that were scored (no refit on the held-out speakers)
@@ -285,7 +286,8 @@ class Export:
         if isinstance(layers, list) and features.shape[1] < self.teacher.n_layers:
             layers = [i for i in layers if i < features.shape[1]] or "all"
         head = fit_head("linear", features[idx], self.y[idx], len(self.labels), seed=self.cfg.seed,
-                        groups=[self.speakers[i] for i in idx], layers=layers, l2=self.penalty.get(part))
+                        groups=[self.speakers[i] for i in idx], layers=layers, l2=self.penalty.get(part),
+                        speaker_directions=self.cfg.speaker_directions)
         if part not in self.penalty:
             self.penalty[part] = head.selected["l2"]
             if part != "teacher":
@@ -392,7 +394,8 @@ class Export:
         def validate(student: torch.nn.Module) -> float:
             feats = embed(student, [self.waves[i] for i in [*fit_idx, *val_idx]], show_progress=False, shard=False)
             head = fit_head("linear", feats[:len(fit_idx)], self.y[fit_idx], len(self.labels), seed=self.cfg.seed,
-                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers, l2=self.penalty["teacher"])
+                            groups=[self.speakers[i] for i in fit_idx], layers=self.layers, l2=self.penalty["teacher"],
+                            speaker_directions=self.cfg.speaker_directions)
             return scores(self.y[val_idx], predict(head, feats[len(fit_idx):]).argmax(1), len(self.labels))["ua"]
         return validate
 

@@ -18,7 +18,8 @@ from edge_ser import EdgeSerError, Recognizer
 from edge_ser.adapt import adapt
 from edge_ser.bundle import load_bundle, write_bundle
 from edge_ser.errors import BundleError, DatasetError
-from edge_ser.head import MAX_FOLDS, MIN_SPEAKERS, LinearHead, fit_linear
+from edge_ser.head import BLIND_MIN_SPEAKERS, MAX_FOLDS, MIN_SPEAKERS, LinearHead, fit_linear
+from edge_ser.metrics import scores
 
 SR = 16000
 
@@ -151,6 +152,43 @@ def test_penalty_is_chosen_by_speaker_folds_only_with_enough_speakers():
     assert f"leave-one-speaker-out over {MAX_FOLDS} speakers" in r_loso.protocol and r_loso.speaker_independent
     assert f"{MAX_FOLDS} speaker-grouped folds over 8 speakers" in r_many.protocol
     assert r_many.ua > 0.8 and len(r_many.fold_ua) == MAX_FOLDS
+
+
+def _speaker_shortcut(rng, speakers: int, link: bool):
+    """Clips of ``speakers`` new speakers, 2 labels: the label moves feature 0 a little; each speaker sits far along
+    features 1-3, and where it sits also sets its label mix (``link``) or the opposite mix (not ``link``)."""
+    x, y, g = [], [], []
+    for s in range(speakers):
+        where = rng.normal(0, 3, 3)
+        labels = (rng.random(40) < (0.9 if (where[0] > 0) == link else 0.1)).astype(int)
+        x.append(np.hstack([labels[:, None] + rng.normal(0, 0.7, (40, 1)), where + rng.normal(0, 0.5, (40, 3))]))
+        y.append(labels)
+        g += [f"{link}{s}"] * 40
+    return np.vstack(x), np.concatenate(y), np.array(g)
+
+
+def test_a_head_blind_to_speaker_directions_does_not_learn_who_speaks():
+    rng = np.random.default_rng(0)
+    x, y, groups = _speaker_shortcut(rng, BLIND_MIN_SPEAKERS, link=True)
+    new_x, new_y, _ = _speaker_shortcut(rng, 10, link=False)   # new speakers: the shortcut points the wrong way
+    plain, r_plain = fit_linear(x, y, 2, groups=groups, l2=0.01)
+    blind, r_blind = fit_linear(x, y, 2, groups=groups, l2=0.01, speaker_directions=3)
+    ua = {name: scores(new_y, head.probs(new_x).argmax(1), 2)["ua"] for name, head in (("plain", plain),
+                                                                                         ("blind", blind))}
+    assert ua["blind"] > 0.7 > 0.5 > ua["plain"]
+    speaker_weight = np.abs(blind.weight[:, 1:]).max() / np.abs(blind.weight[:, 0]).max()
+    assert speaker_weight < 0.25 < 1.0 < np.abs(plain.weight[:, 1:]).max() / np.abs(plain.weight[:, 0]).max()
+    assert r_blind.speaker_directions == 3 and "blind to 3 speaker directions" in r_blind.summary()
+    assert r_plain.speaker_directions == 0 and "blind" not in r_plain.summary()
+
+
+def test_speaker_directions_need_enough_speakers():
+    x, y, groups = _speaker_shortcut(np.random.default_rng(1), BLIND_MIN_SPEAKERS - 1, link=True)
+    plain, _ = fit_linear(x, y, 2, groups=groups)
+    few, report = fit_linear(x, y, 2, groups=groups, speaker_directions=3)
+    assert report.speaker_directions == 0 and np.array_equal(few.weight, plain.weight)
+    with pytest.raises(EdgeSerError, match="speaker_directions"):
+        fit_linear(x, y, 2, groups=groups, speaker_directions=-1)
 
 
 def test_temperature_scaling_calibrates_an_overconfident_head():

@@ -151,21 +151,23 @@ def test_strided_student_features_are_cached(tmp_path, corpus, monkeypatch):
 
 def test_each_part_chooses_its_own_penalty_once(tmp_path, corpus, monkeypatch):
     """The teacher's probe and each student's first fit choose a penalty (l2=None) on their own features; every later
-    fit of that part (the ship pass) is given the part's own choice, not the teacher's."""
+    fit of that part (the ship pass) is given the part's own choice, not the teacher's. Every fit is given the
+    export's speaker directions."""
     import edge_ser_export.pipeline as pipeline
 
-    calls, real = [], pipeline.fit_head
+    calls, directions, real = [], set(), pipeline.fit_head
 
     def spy(*args, l2=None, **kw):
         head = real(*args, l2=l2, **kw)
         calls.append(l2)
+        directions.add(kw["speaker_directions"])
         head.selected["l2"] = 1.0 + len(calls)   # a mark of this fit, were it to choose
         return head
     monkeypatch.setattr(pipeline, "fit_head", spy)
     pipeline.run_export(config(corpus, tmp_path / "b", tiny_whisper(tmp_path / "teacher"), fast_blocks=1,
-                               fast_time_stride=2))
+                               fast_time_stride=2, speaker_directions=3))
     # probe (teacher), pass 1: teacher, student, fast; pass 2: the same three
-    assert calls == [None, 2.0, None, None, 2.0, 4.0, 5.0]
+    assert calls == [None, 2.0, None, None, 2.0, 4.0, 5.0] and directions == {3}
 
 
 def test_without_refit_the_bundle_holds_what_was_scored(tmp_path, corpus):

@@ -1,0 +1,114 @@
+"""Heads blind to the speakers' directions: leave-one-corpus-out UA of the shipped head with and without them.
+
+For the corpora of a combined manifest (``benchmarks/ready_model.py`` writes it), each corpus is held out in turn
+and the head edge-ser ships (:func:`edge_ser.head.fit_linear`: calibrated class-balanced logistic regression, its
+L2 chosen by speaker-grouped folds of the training corpora) is fit on the others, once as before and once blind to
+``--directions`` directions that tell the training speakers apart (``speaker_directions``; what ``edge-ser
+export`` now does, ``--speaker-directions``). Features of whole clips:
+
+- the teacher: all its hidden states (input + every block), mean+std pooled, from the export cache (``--cache``);
+- the student: the teacher's first ``--student-blocks`` blocks (a prefix of those features);
+- each ``--graph``: an ONNX graph of a bundle or of ``benchmarks/student_ladder.py`` (e.g. the fast student's int8
+  candidates under build/student_ladder), its own embeddings of the whole clips.
+
+Every (features, directions) score is written to the results as it comes and a rerun skips those already there
+(delete benchmarks/results/blind_heads.json to start over); each takes 5-25 minutes on a 2-core CPU (the penalty's
+folds). Graph embeddings are cached under ``--build``.
+
+Usage: python benchmarks/blind_heads.py MANIFEST [--cache build/general5/cache] [--graph G.onnx ...]
+       [--directions 5] [--build build/blind_heads]
+Writes benchmarks/results/blind_heads.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_ser.bench.report import machine
+from edge_ser.data import load_corpus, load_waveforms
+from edge_ser.head import fit_linear
+from edge_ser.metrics import ece, scores
+from edge_ser_export.features import corpus_key, teacher_features
+from edge_ser_export.teachers import load_teacher
+
+
+def graph_embeddings(graph: Path, waves: list[np.ndarray], out: Path) -> np.ndarray:
+    """``graph``'s embedding of every whole clip (one thread), cached in ``out``."""
+    import onnxruntime as ort
+
+    if not out.exists():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        emb = np.stack([session.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
+        np.save(out.with_suffix(".tmp.npy"), emb)
+        out.with_suffix(".tmp.npy").replace(out)
+    return np.load(out)
+
+
+def loco(x: np.ndarray, y: np.ndarray, corpus: np.ndarray, speakers: np.ndarray, n_classes: int,
+         directions: int) -> dict:
+    """UA and ECE of each held-out corpus, and the penalty each fold's head chose."""
+    out = {}
+    for held in dict.fromkeys(corpus):
+        train, test = corpus != held, corpus == held
+        head, report = fit_linear(x[train], y[train], n_classes, speakers[train], speaker_directions=directions)
+        p = head.probs(x[test])
+        out[held] = {"ua": scores(y[test], p.argmax(1), n_classes)["ua"], "ece": ece(p, y[test]), "l2": report.l2}
+    return out
+
+
+def write(done: dict, source: np.ndarray, n_classes: int, args) -> None:
+    held = list(dict.fromkeys(source))
+    lines = [f"Leave-one-corpus-out UA (mean ECE), {n_classes} classes, {len(source)} clips of "
+             f"{args.manifest.name}, whole clips; the shipped head (fit_linear) blind to 0 or {args.directions} "
+             f"speaker directions; {machine()['cpu']}", "",
+             "| features | blind to | " + " | ".join(held) + " | mean UA | ECE |",
+             "|---|---|" + "---|" * (len(held) + 2)]
+    for key, r in done.items():
+        name, k = key.rsplit(" | ", 1)
+        lines.append(f"| {name} | {k} | " + " | ".join(f"{r[h]['ua']:.3f}" for h in held)
+                     + f" | {np.mean([r[h]['ua'] for h in held]):.3f} | {np.mean([r[h]['ece'] for h in held]):.3f} |")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "blind_heads.md").write_text("\n".join(lines) + "\n")
+    (args.results / "blind_heads.json").write_text(json.dumps({"machine": machine(), "rows": done}, indent=2))
+    print("\n".join(lines), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("manifest", type=Path)
+    ap.add_argument("--cache", type=Path, default=Path("build/general5/cache"))
+    ap.add_argument("--teacher", default="whisper-base")
+    ap.add_argument("--student-blocks", type=int, default=4)
+    ap.add_argument("--graph", type=Path, action="append", default=[])
+    ap.add_argument("--directions", type=int, default=5)
+    ap.add_argument("--build", type=Path, default=Path("build/blind_heads"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    waves, corpus = load_waveforms(load_corpus(args.manifest))
+    y = np.array([corpus.labels.index(it.label) for it in corpus.items])
+    speakers = np.array([it.speaker for it in corpus.items])
+    source = np.array([s.split("-")[0] for s in speakers])   # speakers are CORPUS-SPEAKER
+    feats = teacher_features(load_teacher(args.teacher).eval(), waves, args.cache, corpus_key(corpus.items))
+    args.build.mkdir(parents=True, exist_ok=True)
+    rows = {g.stem: (lambda g=g: graph_embeddings(g, waves, args.build / f"{g.stem}.npy")) for g in args.graph}
+    rows |= {f"teacher ({args.teacher}, all layers)": lambda: feats,
+             f"student (first {args.student_blocks} blocks)": lambda: feats[:, :args.student_blocks + 1]}
+    previous = args.results / "blind_heads.json"
+    done = json.loads(previous.read_text())["rows"] if previous.exists() else {}
+    for name, features in rows.items():
+        for k in (0, args.directions):
+            key = f"{name} | {k}"
+            if key not in done:
+                x = features()
+                done[key] = loco(x.reshape(len(x), -1), y, source, speakers, len(corpus.labels), k)
+                write(done, source, len(corpus.labels), args)
+    write(done, source, len(corpus.labels), args)
+
+
+if __name__ == "__main__":
+    main()
