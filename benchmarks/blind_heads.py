@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from student_ladder import clip_embeddings
 
 from edge_ser.bench.report import machine
 from edge_ser.data import load_corpus, load_waveforms
@@ -43,8 +44,7 @@ def graph_embeddings(graph: Path, waves: list[np.ndarray], out: Path) -> np.ndar
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        emb = np.stack([session.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
-        np.save(out.with_suffix(".tmp.npy"), emb)
+        np.save(out.with_suffix(".tmp.npy"), clip_embeddings(session, waves))
         out.with_suffix(".tmp.npy").replace(out)
     return np.load(out)
 

@@ -66,6 +66,11 @@ def loco(features: np.ndarray, y: np.ndarray, corpus: np.ndarray, n_classes: int
     return out
 
 
+def clip_embeddings(session, waves: list[np.ndarray]) -> np.ndarray:
+    """An ONNX Runtime ``session``'s embedding of every whole clip."""
+    return np.stack([session.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
+
+
 def ffn_pruned(prefix, keep: int, waves: list[np.ndarray], ridge: float = 1e-3):
     """``prefix`` with each block's FFN cut to the ``keep`` neurons that carry most (mean |activation| times the
     norm of their outgoing weights) and its second layer refit by ridge least squares to give the whole FFN's output
@@ -132,7 +137,7 @@ def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str], 
     ms = {k: float(np.median(v)) for k, v in times.items()}
     rows = []
     for (name, blocks, stride, ffn), s in sessions.items():
-        emb = np.stack([s.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
+        emb = clip_embeddings(s, waves)
         t = ms[(name, blocks, stride, ffn)]
         rows.append({"teacher": teachers[name].name, "blocks": blocks, "stride": stride, "ffn": ffn, "ms": t,
                      "x_egemaps": ms["egemaps"] / t, "ua": loco(emb, y, source, n_classes)})

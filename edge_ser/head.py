@@ -299,21 +299,21 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
                            "broken")
     if l2 is not None and not (np.isfinite(l2) and l2 >= 0):
         raise EdgeSerError(f"l2 must be a finite number >= 0, not {l2!r}")
+    if speaker_directions < 0:
+        raise EdgeSerError(f"speaker_directions must be 0 or more, not {speaker_directions}")
     folds, protocol, independent = _folds(y, groups, seed)
     n_speakers = len(set(groups)) if groups is not None else 1
     grid = (l2,) if l2 is not None else (L2_GRID if n_speakers >= MIN_SPEAKERS else (DEFAULT_L2,))
-    if speaker_directions < 0:
-        raise EdgeSerError(f"speaker_directions must be 0 or more, not {speaker_directions}")
     dims = speaker_directions if n_speakers >= BLIND_MIN_SPEAKERS else 0
 
-    def blind(z, labels, speakers):   # standardised features without the speakers' directions, and those
-        p = _speaker_basis(z, labels, speakers, dims) if dims else None
+    def blind(z, idx):   # standardised features of clips idx without their speakers' directions, and those
+        p = _speaker_basis(z, y[idx], groups[idx], dims) if dims else None
         return _project_out(z, p), p
 
     oof = {c: np.zeros((len(y), n_classes)) for c in grid}
     for tr, va in folds:
         mean, scale = _standardiser(X[tr])
-        z_tr, vt = row_space(blind((X[tr] - mean) / scale, y[tr], None if groups is None else groups[tr])[0])
+        z_tr, vt = row_space(blind((X[tr] - mean) / scale, tr)[0])
         z_va = (X[va] - mean) / scale
         z_va = z_va if vt is None else z_va @ vt.T
         init = None
@@ -334,7 +334,7 @@ def fit_linear(X: np.ndarray, y: np.ndarray, n_classes: int, groups=None, l2: fl
                        ece=ece(softmax(oof[best] / temperature), y), ece_before=ece(softmax(oof[best]), y),
                        speaker_directions=dims)
     mean, scale = _standardiser(X)
-    z, p = blind((X - mean) / scale, y, groups)
+    z, p = blind((X - mean) / scale, slice(None))
     z, vt = row_space(z)
     w, b = logistic(z, y, n_classes, best, class_weights(y, n_classes))
     w = _project_out(w if vt is None else w @ vt, p)
