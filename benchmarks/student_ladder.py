@@ -18,7 +18,8 @@ and its LOCO UA from the graph's own embeddings of the whole clips (same classif
 The teacher's features come from the export cache (``--cache``, as ``ready_model.py`` fills it).
 
 Some candidates cut each block's FFN to its most used neurons, refit to give the whole FFN's output (ridge least
-squares on 300 clips of ``--unlabeled``: BAVED, which no fold holds out).
+squares on up to 1500 clips of ``--unlabeled``: BAVED, which no fold holds out; the fast student of ``edge-ser
+export`` is cut this way, refit on its training clips).
 
 Usage: python benchmarks/student_ladder.py MANIFEST [--cache build/general/cache] [--teacher whisper-base]
        [--timing-s 60] [--unlabeled ../shared/data/baved/manifest.csv]
@@ -38,13 +39,15 @@ from sklearn.linear_model import LogisticRegression
 from edge_ser.bench.report import machine
 from edge_ser.data import load_corpus, load_waveforms
 from edge_ser.metrics import scores
+from edge_ser_export.distill import PRUNE_CLIPS, prune_ffn
 from edge_ser_export.features import corpus_key, teacher_features
 from edge_ser_export.teachers import load_teacher, teacher_prefix
 
-# fast student candidates: teacher (None: --teacher), blocks, stride (25 frames/s at 2), FFN neurons kept per block
+# fast student candidates: teacher (None: --teacher), blocks, stride (25 frames/s at 2), FFN units kept by each block
 # (None: all)
-FAST = ((None, 2, 2, None), (None, 2, 4, None), (None, 2, 2, 1024), (None, 2, 2, 512), (None, 2, 2, 256),
-        ("whisper-tiny.en", 2, 2, None), ("whisper-tiny.en", 3, 2, None))
+FAST = ((None, 2, 2, None), (None, 2, 4, None), (None, 2, 2, (1024, 1024)), (None, 2, 2, (768, 512)),
+        (None, 2, 2, (512, 512)), (None, 2, 2, (256, 256)), ("whisper-tiny.en", 2, 2, None),
+        ("whisper-tiny.en", 3, 2, None))
 
 
 def baseline(x: np.ndarray, y: np.ndarray):
@@ -71,48 +74,18 @@ def clip_embeddings(session, waves: list[np.ndarray]) -> np.ndarray:
     return np.stack([session.run(None, {"audio": w[None].astype(np.float32)})[0][0] for w in waves])
 
 
-def ffn_pruned(prefix, keep: int, waves: list[np.ndarray], ridge: float = 1e-3):
-    """``prefix`` with each block's FFN cut to the ``keep`` neurons that carry most (mean |activation| times the
-    norm of their outgoing weights) and its second layer refit by ridge least squares to give the whole FFN's output
-    from them: block by block, on the frames of ``waves`` (unlabeled audio of no held-out corpus)."""
-    import copy
-    prefix = copy.deepcopy(prefix)
-    for block in prefix.encoder.blocks:
-        inputs = []
-        hook = block.mlp.register_forward_hook(lambda m, args, out, inputs=inputs: inputs.append(args[0].flatten(0, 1)))
-        with torch.no_grad():
-            for w in waves:
-                prefix(torch.from_numpy(w[None].astype(np.float32)))
-            hook.remove()
-            fc1, fc2 = block.mlp[0], block.mlp[2]
-            h = torch.cat(inputs)
-            act = torch.nn.functional.gelu(fc1(h)).double()
-            target = fc2(act.float()).double()
-            carried = act.abs().mean(0) * fc2.weight.double().norm(dim=0)
-            kept = torch.argsort(carried, descending=True)[:keep].sort()[0]
-            a = torch.cat([act[:, kept], torch.ones(len(act), 1, dtype=act.dtype)], 1)
-            reg = ridge * len(a) * (a * a).mean(0).max() * torch.eye(a.shape[1], dtype=a.dtype)
-            solution = torch.linalg.solve(a.T @ a + reg, a.T @ target)
-            new1, new2 = torch.nn.Linear(fc1.in_features, keep), torch.nn.Linear(keep, fc2.out_features)
-            new1.weight.copy_(fc1.weight[kept])
-            new1.bias.copy_(fc1.bias[kept])
-            new2.weight.copy_(solution[:-1].T.float())
-            new2.bias.copy_(solution[-1].float())
-        block.mlp[0], block.mlp[2] = new1, new2
-    return prefix
-
-
 def fast_graph(teacher, candidate: tuple, unlabeled: list[np.ndarray], out: Path) -> Path:
     """The int8 (U8S8) graph of a prefix of Whisper ``teacher`` (``candidate``: blocks, stride, ffn as in ``FAST``),
-    its front end in float, its FFNs cut to ``ffn`` neurons (:func:`ffn_pruned`) unless None."""
+    its front end in float, its FFNs cut to ``ffn`` units per block (``prune_ffn``, what ``edge-ser export`` does to
+    the fast student) unless None."""
     from edge_ser_export import graph
     from edge_ser_export.heads import Embedder
 
     blocks, stride, ffn = candidate
-    name = f"{teacher.name}-{blocks}x{stride}-ffn{ffn or 'all'}"
+    name = f"{teacher.name}-{blocks}x{stride}-ffn{'-'.join(map(str, ffn)) if ffn else 'all'}"
     prefix = teacher_prefix(teacher, blocks, stride)
     if ffn:
-        prefix = ffn_pruned(prefix, ffn, unlabeled)
+        prune_ffn(prefix, [torch.from_numpy(w[None].astype(np.float32)) for w in unlabeled], ffn)
     fp32 = graph.export_onnx(Embedder(prefix), out / f"{name}.onnx")
     return graph.quantize_dynamic_onnx(fp32, out / f"{name}-int8.onnx", True)
 
@@ -145,8 +118,8 @@ def fast_candidates(teacher, waves, y, source, n_classes: int, held: list[str], 
              f"openSMILE eGeMAPS ({ms['egemaps']:.1f} ms, same loop); LOCO UA of each graph's embeddings", "",
              "| teacher | blocks | frames/s | FFN | ms | x eGeMAPS | " + " | ".join(held) + " | mean |",
              "|---|---|---|---|---|---|" + "---|" * (len(held) + 1)]
-    lines += [f"| {r['teacher']} | {r['blocks']} | {50 / r['stride']:.3g} | {r['ffn'] or 'all'} | {r['ms']:.2f} | "
-              f"{r['x_egemaps']:.1f} | "
+    lines += [f"| {r['teacher']} | {r['blocks']} | {50 / r['stride']:.3g} | "
+              f"{'/'.join(map(str, r['ffn'])) if r['ffn'] else 'all'} | {r['ms']:.2f} | {r['x_egemaps']:.1f} | "
               + " | ".join(f"{r['ua'][h]:.3f}" for h in held) + f" | {np.mean(list(r['ua'].values())):.3f} |"
               for r in rows]
     return rows, lines
@@ -160,7 +133,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--timing-s", type=float, default=60.0, help="seconds of timed calls of the fast candidates")
     ap.add_argument("--unlabeled", type=Path, default=Path("../shared/data/baved/manifest.csv"),
-                    help="audio of no held-out corpus, for the pruned FFNs (300 clips of it)")
+                    help="audio of no held-out corpus, for the cut FFNs (up to 1500 clips of it)")
     args = ap.parse_args()
     waves, corpus = load_waveforms(load_corpus(args.manifest))
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
@@ -180,7 +153,7 @@ def main() -> None:
     lines += [f"| {name} | " + " | ".join(f"{r['ua'][h]:.3f}" for h in held)
               + f" | {np.mean(list(r['ua'].values())):.3f} |" for name, r in result.items()]
     unlabeled, _ = load_waveforms(load_corpus(args.unlabeled))
-    unlabeled = [unlabeled[i] for i in np.random.RandomState(0).permutation(len(unlabeled))[:300]]
+    unlabeled = [unlabeled[i] for i in np.random.RandomState(0).permutation(len(unlabeled))[:PRUNE_CLIPS]]
     fast, fast_lines = fast_candidates(teacher, waves, y, source, len(corpus.labels), held, unlabeled, args.timing_s)
     lines += ["", *fast_lines]
     args.results.mkdir(parents=True, exist_ok=True)

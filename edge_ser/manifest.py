@@ -151,6 +151,7 @@ class Student:
     summary: str = limits(default="", max_len=MAX_STR)
     time_stride: int = limits(1, 64, default=1)
     ffn: int | None = limits(1, 10**6, default=None)
+    ffn_blocks: list[int] = limits(1, 10**6, default=[], items=1000)   # FFN units each block kept, if cut
     macs_per_s: int | None = limits(0, 10**15, default=None)
     distillation: list[Epoch] = limits(default=[], items=10_000)
     validation_speakers: list[str] = limits(default=[], items=10_000, max_len=MAX_NAME)

@@ -42,6 +42,14 @@ def speakers_option(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def units_option(value: str) -> tuple[int, ...]:
+    """Units per block, comma separated (``768,512``); 0 keeps a block whole."""
+    parts = [p.strip() for p in value.split(",")] if value.strip() else []
+    if len(parts) > 64 or not all(p.isdigit() and int(p) <= 65536 for p in parts):
+        raise typer.BadParameter("give units per block as whole numbers 0..65536, comma separated (e.g. 768,512)")
+    return tuple(int(p) for p in parts)
+
+
 def parse_speakers(value: Optional[str]) -> int | list[str] | None:
     if value is None:
         return None
@@ -81,6 +89,9 @@ def export(
     fast_blocks: int = typer.Option(2, min=0, max=64, help="Blocks of the fast student (the teacher's first blocks, "
                                     "own layers; variants fast-*) [0: no fast student]."),
     fast_time_stride: int = typer.Option(2, min=1, max=8, help="Fast student frames per teacher frame."),
+    fast_ffn: str = typer.Option("768,512", callback=units_option, help="Feed-forward units each fast student "
+                                 "block keeps, in order (cut by use, refit on the training speakers' audio; 0 or "
+                                 "blocks past the list: all)."),
     student_width: Optional[int] = typer.Option(None, min=32, max=4096, help="Student width [default: the "
                                                 "teacher's]."),
     student_init: Init = typer.Option(Init.teacher, help="Student initialisation."),
@@ -128,7 +139,7 @@ def export(
                        test_speakers=parse_speakers(test_speakers) or 3,
                        val_speakers=parse_speakers(val_speakers) if val_speakers is not None else 4,
                        student_blocks=student_blocks, student_layers=student_layers.value, fast_blocks=fast_blocks,
-                       fast_time_stride=fast_time_stride,
+                       fast_time_stride=fast_time_stride, fast_ffn=fast_ffn,
                        student_width=student_width, student_init=student_init.value,
                        student_time_stride=student_time_stride, student_ffn=student_ffn,
                        distill_epochs=distill_epochs, augment=augment, head=head.value,

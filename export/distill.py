@@ -24,7 +24,7 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soxr
@@ -38,7 +38,7 @@ from . import parallel
 from .features import pool_layers
 from .teachers import Encoder, ffn_layers, make_student
 
-PRUNE_CLIPS = 200   # clips that rank and refit the pruned feed-forward units
+PRUNE_CLIPS = 1500   # clips that rank and refit the pruned feed-forward units
 
 
 @dataclass
@@ -104,8 +104,12 @@ def ridge(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
     for x, y in pairs:
         x = torch.cat([x, torch.ones(len(x), 1, device=x.device)], 1).double()
         gram, xty = gram + x.T @ x, xty + x.T @ y.double()
-    gram, xty = parallel.all_reduce(gram), parallel.all_reduce(xty)
-    gram += strength * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    return _solve(parallel.all_reduce(gram), parallel.all_reduce(xty), strength)
+
+
+def _solve(gram: torch.Tensor, xty: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a ridge regression from its sums (inputs with a trailing column of ones)."""
+    gram = gram + strength * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
     w = torch.linalg.solve(gram, xty)
     return w[:-1].T.float(), w[-1].float()
 
@@ -141,36 +145,53 @@ def fit_predictions_on(student: Student, teacher: Encoder, waves: list[np.ndarra
     fit_predictions(student, clips, targets)
 
 
-def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int) -> None:
-    """Keep ``keep`` hidden units in every feed-forward block, block by block, and refit its output layer.
+def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[int],
+              strength: float = 1e-3) -> list[int]:
+    """Keep ``keep`` hidden units in every feed-forward block (a sequence: ``keep[i]`` in block i, blocks past it
+    and 0 keep all), block by block, and refit its output layer; returns the units each block kept.
 
     Units are ranked by how much output they carry on ``clips`` (mean |activation| x norm of their output
-    weights); the output layer is then the ridge regression of the full block's output on the kept units.
+    weights); the output layer is then the ridge regression of the full block's output on the kept units, solved
+    from sums over every frame (memory does not grow with the clips).
     """
-    for parent, up_name, down_name in ffn_layers(trunk.encoder):
+    layers = ffn_layers(trunk.encoder)
+    keeps = [keep] * len(layers) if isinstance(keep, int) else [*keep, *[0] * (len(layers) - len(keep))]
+    kept = []
+    for (parent, up_name, down_name), k in zip(layers, keeps):
         up, down = getattr(parent, up_name), getattr(parent, down_name)
-        if keep >= up.out_features:
+        if not 0 < k < up.out_features:
+            kept.append(up.out_features)
             continue
-        seen: list = []
-        hook = down.register_forward_hook(lambda m, i, o, seen=seen: seen.append((i[0].flatten(0, -2),
-                                                                                 o.flatten(0, -2))))
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(module, inputs, output, sums=sums):
+            a = inputs[0].flatten(0, -2).double()
+            a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+            y = output.flatten(0, -2).double()
+            for name, value in (("abs", a.abs().sum(0)), ("gram", a.T @ a), ("xty", a.T @ y)):
+                sums[name] = sums[name] + value if name in sums else value
+        hook = down.register_forward_hook(add)
         with torch.no_grad():
             for c in clips:
                 trunk(c)
         hook.remove()
-        importance = parallel.all_reduce(sum(a.abs().sum(0) for a, _ in seen)) * down.weight.norm(dim=0)
-        idx = importance.topk(keep).indices.sort().values
-        new_up = torch.nn.Linear(up.in_features, keep).to(up.weight.device)
-        new_down = torch.nn.Linear(keep, down.out_features).to(up.weight.device)
+        gram, xty = parallel.all_reduce(sums["gram"]), parallel.all_reduce(sums["xty"])
+        importance = parallel.all_reduce(sums["abs"])[:-1].float() * down.weight.norm(dim=0)
+        idx = importance.topk(k).indices.sort().values
+        rows = torch.cat([idx, torch.tensor([up.out_features], device=idx.device)])   # with the ones column
+        new_up = torch.nn.Linear(up.in_features, k).to(up.weight.device)
+        new_down = torch.nn.Linear(k, down.out_features).to(up.weight.device)
         with torch.no_grad():
             new_up.weight.copy_(up.weight[idx])
             new_up.bias.copy_(up.bias[idx])
-            weight, bias = ridge((a[:, idx], o) for a, o in seen)
+            weight, bias = _solve(gram[rows][:, rows], xty[rows], strength)
             new_down.weight.copy_(weight)
             new_down.bias.copy_(bias)
         setattr(parent, up_name, new_up)
         setattr(parent, down_name, new_down)
-    trunk.provenance["ffn"] = keep
+        kept.append(k)
+    trunk.provenance["ffn"] = kept
+    return kept
 
 
 def to_frame_rate(hidden: torch.Tensor, factor: int) -> torch.Tensor:

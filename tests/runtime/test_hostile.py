@@ -265,6 +265,7 @@ def test_output_to_a_device_is_refused(tiny_bundle, wav):
     (["export", "--head", "nonsense"], "--head"),
     (["export", "--seed", "-1"], "--seed"),
     (["export", "--student-ffn", "-5"], "--student-ffn"),
+    (["export", "--fast-ffn", "768,abc"], "--fast-ffn"),
     (["export", "--student-blocks", "0"], "--student-blocks"),
     (["export", "--test-speakers", ","], "--test-speakers"),
     (["bench", "BUNDLE", "--threads", "abc"], "--threads"),

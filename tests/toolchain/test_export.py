@@ -133,6 +133,37 @@ def test_own_layer_students_are_the_teachers_first_blocks(tmp_path, corpus):
     np.testing.assert_allclose(emb["fast"], emb["teacher"][:len(emb["fast"])], rtol=1e-4, atol=1e-4)
 
 
+def test_the_fast_students_ffns_are_cut_on_training_speakers_audio_only(tmp_path, corpus, monkeypatch):
+    """``fast_ffn`` cuts the fast student's first block to 16 units (the next stays whole), refit on clips of the
+    training speakers only; the manifest and card say so and the graph is narrower. (The tiny corpus has too few
+    speakers for a cut: the floor is lowered here; at the default floor its FFNs stay whole.)"""
+    import edge_ser_export.pipeline as pipeline
+    from edge_ser.data import load_corpus, load_waveforms
+
+    whole = pipeline.run_export(config(corpus, tmp_path / "whole", tiny_whisper(tmp_path / "teacher"), fast_blocks=2,
+                                       fast_time_stride=1, fast_ffn=(16,), refit=False))
+    assert whole.fast.ffn_blocks == [] and "no distillation" in whole.fast.summary
+    monkeypatch.setattr(pipeline, "FFN_CUT_MIN_SPEAKERS", 2)
+    monkeypatch.setattr(pipeline, "FFN_CUT_MIN_CLIPS", 10)
+    seen, real = [], pipeline.prune_ffn
+
+    def spy(model, clips, keep):
+        seen.extend(c[0].numpy() for c in clips)
+        return real(model, clips, keep)
+    monkeypatch.setattr(pipeline, "prune_ffn", spy)
+    out = tmp_path / "bundle"
+    m = pipeline.run_export(config(corpus, out, tiny_whisper(tmp_path / "teacher"), fast_blocks=2,
+                                   fast_time_stride=1, fast_ffn=(16,)))
+    assert m.fast.ffn_blocks == [16, 128] and "FFNs cut to 16/128 units" in m.fast.summary
+    waves, items = load_waveforms(load_corpus(corpus))
+    held = [w for w, it in zip(waves, items.items) if it.speaker in m.data.test_speakers]
+    assert seen and not any(np.array_equal(s, w) for s in seen for w in held)
+    assert all(any(np.array_equal(s, w) for w in waves) for s in seen)
+    # the teacher's 2 blocks but block 0's two FFN MatMuls 112 units narrower (50 frames/s, width 32)
+    assert m.variants["fast-fp32"].macs_per_s == m.variants["teacher-fp32"].macs_per_s - 2 * 50 * 32 * 112
+    assert "FFNs cut to 16/128" in (out / "MODEL_CARD.md").read_text()
+
+
 def test_strided_student_features_are_cached(tmp_path, corpus, monkeypatch):
     """With a cache, a strided student's pooled features are computed once: a second export reads them."""
     import edge_ser_export.pipeline as pipeline

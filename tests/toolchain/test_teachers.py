@@ -272,7 +272,7 @@ def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
     (parent, up, down), = ffn_layers(pruned.encoder)
     (full_parent, full_up, full_down), = ffn_layers(full.encoder)
     assert getattr(parent, up).out_features == 16 and getattr(parent, down).in_features == 16
-    assert pruned.provenance["ffn"] == 16
+    assert pruned.provenance["ffn"] == [16]
     # the same units, kept by plain slicing (output weights not refitted), reproduce the full block worse
     old, new = getattr(full_parent, full_up).weight, getattr(parent, up).weight
     kept = [int(torch.argmin((old - row).abs().sum(1))) for row in new]
@@ -287,6 +287,21 @@ def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
         with torch.no_grad():
             return sum(float(((model(c)[-1] - full(c)[-1]) ** 2).mean()) for c in clips)
     assert error(pruned) < error(sliced)
+
+
+def test_ffn_pruning_per_block_keeps_the_blocks_past_the_list_whole():
+    from edge_ser_export.distill import prune_ffn
+    from edge_ser_export.teachers import ffn_layers
+
+    clips = [torch.from_numpy(speechlike(12000, seed=i))[None] for i in range(4)]
+    full = make_student(tiny_whisper_teacher(), blocks=2)
+    pruned = make_student(tiny_whisper_teacher(), blocks=2)
+    assert prune_ffn(pruned, clips, [16]) == [16, 128] == pruned.provenance["ffn"]
+    (b0, up0, _), (b1, up1, _) = ffn_layers(pruned.encoder)
+    assert (getattr(b0, up0).out_features, getattr(b1, up1).out_features) == (16, 128)
+    (f0, fup0, _), (f1, fup1, _) = ffn_layers(full.encoder)
+    torch.testing.assert_close(getattr(b1, up1).weight, getattr(f1, fup1).weight)   # block 1 untouched
+    assert prune_ffn(make_student(tiny_whisper_teacher(), blocks=2), clips, [0, 999]) == [128, 128]
 
 
 # ---------------------------------------------------------------------------------------------------- ONNX
