@@ -16,6 +16,7 @@ the same two passes on the student's encoder.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -320,9 +321,9 @@ class Export:
 
     def cut_fast_ffn(self, model: torch.nn.Module) -> str | None:
         """Cut the fast student's FFNs to ``cfg.fast_ffn`` units (:func:`prune_ffn`), refit on up to PRUNE_CLIPS
-        clips of the training speakers (never a held-out one: both passes share it, as they share the prefixes);
-        the key of those clips, or None when no FFN is wider than its cut or the training speakers are too few
-        (FFN_CUT_MIN_SPEAKERS, FFN_CUT_MIN_CLIPS) to refit it on."""
+        clips of the training speakers and ``--unlabeled`` (never a held-out speaker's: both passes share it, as they
+        share the prefixes); the key of that audio, or None when no FFN is wider than its cut or the training
+        speakers are too few (FFN_CUT_MIN_SPEAKERS, FFN_CUT_MIN_CLIPS) to refit it on."""
         widths = [getattr(parent, up).out_features for parent, up, _ in ffn_layers(model.encoder)]
         if not any(0 < k < w for k, w in zip(self.cfg.fast_ffn, widths)):
             return None
@@ -331,12 +332,17 @@ class Export:
             log.info("fast student: FFNs kept whole (%d training speakers, %d clips: a cut is refit on %d or more "
                      "speakers' %d or more clips)", speakers, len(train), FFN_CUT_MIN_SPEAKERS, FFN_CUT_MIN_CLIPS)
             return None
-        idx = np.sort(np.random.default_rng(self.cfg.seed).permutation(train)[:PRUNE_CLIPS])
-        clips = [torch.from_numpy(self.waves[i][None]) for i in parallel.shard(list(idx))]
+        held = {Path(self.corpus.items[i].path).resolve() for i in self.fold.test}
+        pool = [self.waves[i] for i in train] + unlabeled_waves(self.cfg.unlabeled, held)   # any speech but theirs
+        idx = np.sort(np.random.default_rng(self.cfg.seed).permutation(len(pool))[:PRUNE_CLIPS])
+        clips = [torch.from_numpy(pool[i][None]) for i in parallel.shard(list(idx))]
         kept = prune_ffn(model, clips, self.cfg.fast_ffn)
-        log.info("fast student: FFNs cut to %s units, refit on %d clips of the training speakers",
+        log.info("fast student: FFNs cut to %s units, refit on %d clips (training speakers' and --unlabeled)",
                  "/".join(map(str, kept)), len(idx))
-        return corpus_key([self.corpus.items[i] for i in idx])
+        digest = hashlib.sha1()   # the key of the audio refit on
+        for i in idx:
+            digest.update(pool[i].tobytes())
+        return digest.hexdigest()[:12]
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
         """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
@@ -345,8 +351,8 @@ class Export:
         history, unlabeled = [], []
         if self.cfg.student_layers == "teacher":
             parts["student"], history, unlabeled = self.distilled(parts["teacher"].head)
-        elif self.cfg.unlabeled:
-            log.info("--unlabeled serves distillation only (--student-layers teacher): not used")
+        elif self.cfg.unlabeled and not self.prefixes.get(FAST_HEAD, (self.teacher,))[0].provenance.get("ffn"):
+            log.info("--unlabeled serves distillation (--student-layers teacher) and the fast student's cut: not used")
         for part, (model, features) in self.prefixes.items():
             parts[part] = EmotionModel(model, self.fit_head(features, train, part)).eval()
         return Models(parts, history), unlabeled
