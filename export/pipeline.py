@@ -155,7 +155,7 @@ def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, histo
     blocks, stride = (cfg.fast_blocks, cfg.fast_time_stride) if fast else (cfg.student_blocks, cfg.student_time_stride)
     if fast or cfg.student_layers == "own":
         strided = f", on 1/{stride} of the frames" if stride > 1 else ""
-        fit = (f", FFNs cut to {'/'.join(map(str, ffn))} units refit on training speakers' audio (no labels)" if ffn
+        fit = (f", FFNs cut to {'/'.join(map(str, ffn))} units refit on the training and --unlabeled audio" if ffn
                else " (no distillation: nothing fit to the training audio)")
         return (f"the teacher's first {blocks} block{'s' if blocks > 1 else ''}{strided}, its own hidden states "
                 f"pooled{fit}, {mac_ratio:.1f}x fewer MACs/s than the teacher")
