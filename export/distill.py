@@ -145,22 +145,28 @@ def fit_predictions_on(student: Student, teacher: Encoder, waves: list[np.ndarra
     fit_predictions(student, clips, targets)
 
 
+def ffn_units(trunk: Encoder, keep: int | Sequence[int]) -> list[int]:
+    """The hidden units each feed-forward block of ``trunk`` keeps for ``keep`` (one count for every block, or a
+    sequence: ``keep[i]`` for block i; blocks past it, 0 and counts at or over a block's width keep all)."""
+    layers = ffn_layers(trunk.encoder)
+    keeps = [keep] * len(layers) if isinstance(keep, int) else [*keep, *[0] * (len(layers) - len(keep))]
+    return [k if 0 < k < getattr(parent, up).out_features else getattr(parent, up).out_features
+            for (parent, up, _), k in zip(layers, keeps)]
+
+
 def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[int],
               strength: float = 1e-3) -> list[int]:
-    """Keep ``keep`` hidden units in every feed-forward block (a sequence: ``keep[i]`` in block i, blocks past it
-    and 0 keep all), block by block, and refit its output layer; returns the units each block kept.
+    """Keep :func:`ffn_units` hidden units in every feed-forward block, block by block, and refit its output layer;
+    returns the units each block kept.
 
     Units are ranked by how much output they carry on ``clips`` (mean |activation| x norm of their output
     weights); the output layer is then the ridge regression of the full block's output on the kept units, solved
     from sums over every frame (memory does not grow with the clips).
     """
-    layers = ffn_layers(trunk.encoder)
-    keeps = [keep] * len(layers) if isinstance(keep, int) else [*keep, *[0] * (len(layers) - len(keep))]
-    kept = []
-    for (parent, up_name, down_name), k in zip(layers, keeps):
+    kept = ffn_units(trunk, keep)
+    for (parent, up_name, down_name), k in zip(ffn_layers(trunk.encoder), kept):
         up, down = getattr(parent, up_name), getattr(parent, down_name)
-        if not 0 < k < up.out_features:
-            kept.append(up.out_features)
+        if k == up.out_features:
             continue
         sums: dict[str, torch.Tensor] = {}
 
@@ -189,7 +195,6 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
             new_down.bias.copy_(bias)
         setattr(parent, up_name, new_up)
         setattr(parent, down_name, new_down)
-        kept.append(k)
     trunk.provenance["ffn"] = kept
     return kept
 

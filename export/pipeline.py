@@ -41,12 +41,13 @@ from edge_ser.progress import progress
 from edge_ser.targets import FAST_HEAD, detect_target
 
 from . import align, graph, parallel
-from .distill import PRUNE_CLIPS, DistillConfig, distill, fit_predictions_on, keep_used_layers, prune_ffn
+from .distill import (PRUNE_CLIPS, DistillConfig, distill, ffn_units, fit_predictions_on, keep_used_layers,
+                      prune_ffn)
 from .features import cached, corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
-from .teachers import MatMulConv1d, ffn_layers, load_teacher, make_student, teacher_prefix
+from .teachers import MatMulConv1d, load_teacher, make_student, teacher_prefix
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3   # fp32 graph vs torch, on probabilities
@@ -324,8 +325,7 @@ class Export:
         clips of the training speakers and ``--unlabeled`` (never a held-out speaker's: both passes share it, as they
         share the prefixes); the key of that audio, or None when no FFN is wider than its cut or the training
         speakers are too few (FFN_CUT_MIN_SPEAKERS, FFN_CUT_MIN_CLIPS) to refit it on."""
-        widths = [getattr(parent, up).out_features for parent, up, _ in ffn_layers(model.encoder)]
-        if not any(0 < k < w for k, w in zip(self.cfg.fast_ffn, widths)):
+        if ffn_units(model, self.cfg.fast_ffn) == ffn_units(model, 0):
             return None
         train, speakers = self.fold.train, len({self.speakers[i] for i in self.fold.train})
         if speakers < FFN_CUT_MIN_SPEAKERS or len(train) < FFN_CUT_MIN_CLIPS:
@@ -351,7 +351,7 @@ class Export:
         history, unlabeled = [], []
         if self.cfg.student_layers == "teacher":
             parts["student"], history, unlabeled = self.distilled(parts["teacher"].head)
-        elif self.cfg.unlabeled and not self.prefixes.get(FAST_HEAD, (self.teacher,))[0].provenance.get("ffn"):
+        elif self.cfg.unlabeled and not any(model.provenance.get("ffn") for model, _ in self.prefixes.values()):
             log.info("--unlabeled serves distillation (--student-layers teacher) and the fast student's cut: not used")
         for part, (model, features) in self.prefixes.items():
             parts[part] = EmotionModel(model, self.fit_head(features, train, part)).eval()
