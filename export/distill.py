@@ -36,9 +36,10 @@ from edge_ser.progress import bar
 
 from . import parallel
 from .features import pool_layers
-from .teachers import Encoder, ffn_layers, make_student
+from .teachers import Encoder, ffn_layers, ffn_residuals, make_student
 
 PRUNE_CLIPS = 1500   # clips that rank and refit the pruned feed-forward units
+PRUNE_REFIT = 2      # the version of prune_ffn's refit (2: each block makes up for the cuts before it); keys caches
 
 
 @dataclass
@@ -160,27 +161,33 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
     returns the units each block kept.
 
     Units are ranked by how much output they carry on ``clips`` (mean |activation| x norm of their output
-    weights); the output layer is then the ridge regression of the full block's output on the kept units, solved
-    from sums over every frame (memory does not grow with the clips).
+    weights); the output layer is then the ridge regression on the kept units of what brings the block's residual
+    stream back to the uncut trunk's: the whole layer's output plus the error the blocks cut before it left in the
+    stream, so each block also makes up for its predecessors' cuts. Solved from sums over every frame (memory does
+    not grow with the clips).
     """
     kept = ffn_units(trunk, keep)
-    for (parent, up_name, down_name), k in zip(ffn_layers(trunk.encoder), kept):
+    whole = copy.deepcopy(trunk)
+    seen: dict[str, torch.Tensor] = {}   # one clip's FFN input and output, and both residual streams
+    streams = zip(ffn_layers(trunk.encoder), ffn_residuals(trunk.encoder), ffn_residuals(whole.encoder), kept)
+    for (parent, up_name, down_name), here, there, k in streams:
         up, down = getattr(parent, up_name), getattr(parent, down_name)
         if k == up.out_features:
             continue
         sums: dict[str, torch.Tensor] = {}
-
-        def add(module, inputs, output, sums=sums):
-            a = inputs[0].flatten(0, -2).double()
-            a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-            y = output.flatten(0, -2).double()
-            for name, value in (("abs", a.abs().sum(0)), ("gram", a.T @ a), ("xty", a.T @ y)):
-                sums[name] = sums[name] + value if name in sums else value
-        hook = down.register_forward_hook(add)
+        hooks = [down.register_forward_hook(lambda m, inputs, output: seen.update(a=inputs[0], d=output)),
+                 _tap(*here, lambda x: seen.update(cut=x)), _tap(*there, lambda x: seen.update(whole=x))]
         with torch.no_grad():
             for c in clips:
                 trunk(c)
-        hook.remove()
+                whole(c)
+                a = seen["a"].flatten(0, -2).double()
+                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+                y = (seen["d"] + seen["whole"] - seen["cut"]).flatten(0, -2).double()
+                for name, value in (("abs", a.abs().sum(0)), ("gram", a.T @ a), ("xty", a.T @ y)):
+                    sums[name] = sums[name] + value if name in sums else value
+        for hook in hooks:
+            hook.remove()
         gram, xty = parallel.all_reduce(sums["gram"]), parallel.all_reduce(sums["xty"])
         importance = parallel.all_reduce(sums["abs"])[:-1].float() * down.weight.norm(dim=0)
         idx = importance.topk(k).indices.sort().values
@@ -197,6 +204,14 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
         setattr(parent, down_name, new_down)
     trunk.provenance["ffn"] = kept
     return kept
+
+
+def _tap(module: torch.nn.Module, reads_input: bool, keep: Callable[[torch.Tensor], None]):
+    """A hook handing ``keep`` the module's input (``reads_input``) or its output (the first, for a tuple)."""
+    if reads_input:
+        return module.register_forward_pre_hook(lambda m, inputs: keep(inputs[0]))
+    return module.register_forward_hook(lambda m, inputs, output: keep(output[0] if isinstance(output, tuple)
+                                                                        else output))
 
 
 def to_frame_rate(hidden: torch.Tensor, factor: int) -> torch.Tensor:

@@ -41,8 +41,8 @@ from edge_ser.progress import progress
 from edge_ser.targets import FAST_HEAD, detect_target
 
 from . import align, graph, parallel
-from .distill import (PRUNE_CLIPS, DistillConfig, distill, ffn_units, fit_predictions_on, keep_used_layers,
-                      prune_ffn)
+from .distill import (PRUNE_CLIPS, PRUNE_REFIT, DistillConfig, augmented, distill, ffn_units, fit_predictions_on,
+                      keep_used_layers, prune_ffn)
 from .features import cached, corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
@@ -314,7 +314,7 @@ class Export:
                 name = f"{self.teacher.name}-{blocks}b-stride{stride}"
                 refit = self.cut_fast_ffn(model) if part == FAST_HEAD else None
                 if refit:
-                    name += f"-ffn{'-'.join(map(str, model.provenance['ffn']))}-{refit}"
+                    name += f"-ffn{'-'.join(map(str, model.provenance['ffn']))}-r{PRUNE_REFIT}-{refit}"
                 out[part] = (model, self.features[:, :blocks + 1] if stride == 1 and not refit else cached(
                     cfg.cache, name, corpus_key(self.corpus.items), len(self.waves),
                     lambda m=model, p=part: embed(m, self.waves, f"{p} student features")))
@@ -323,8 +323,9 @@ class Export:
     def cut_fast_ffn(self, model: torch.nn.Module) -> str | None:
         """Cut the fast student's FFNs to ``cfg.fast_ffn`` units (:func:`prune_ffn`), refit on up to PRUNE_CLIPS
         clips of the training speakers and ``--unlabeled`` (never a held-out speaker's: both passes share it, as they
-        share the prefixes); the key of that audio, or None when no FFN is wider than its cut or the training
-        speakers are too few (FFN_CUT_MIN_SPEAKERS, FFN_CUT_MIN_CLIPS) to refit it on."""
+        share the prefixes) and ``cfg.augment`` augmented copies of each (speed, gain, noise); the key of that audio,
+        or None when no FFN is wider than its cut or the training speakers are too few (FFN_CUT_MIN_SPEAKERS,
+        FFN_CUT_MIN_CLIPS) to refit it on."""
         if ffn_units(model, self.cfg.fast_ffn) == ffn_units(model, 0):
             return None
         train, speakers = self.fold.train, len({self.speakers[i] for i in self.fold.train})
@@ -334,14 +335,16 @@ class Export:
             return None
         held = {Path(self.corpus.items[i].path).resolve() for i in self.fold.test}
         pool = [self.waves[i] for i in train] + unlabeled_waves(self.cfg.unlabeled, held)   # any speech but theirs
-        idx = np.sort(np.random.default_rng(self.cfg.seed).permutation(len(pool))[:PRUNE_CLIPS])
-        clips = [torch.from_numpy(pool[i][None]) for i in parallel.shard(list(idx))]
-        kept = prune_ffn(model, clips, self.cfg.fast_ffn)
-        log.info("fast student: FFNs cut to %s units, refit on %d clips (training speakers' and --unlabeled)",
-                 "/".join(map(str, kept)), len(idx))
+        rng = np.random.default_rng(self.cfg.seed)
+        picked = [pool[i] for i in np.sort(rng.permutation(len(pool))[:PRUNE_CLIPS])]
+        n = len(picked)
+        picked += [augmented(w, rng) for _ in range(self.cfg.augment) for w in picked[:n]]
+        kept = prune_ffn(model, [torch.from_numpy(w[None]) for w in parallel.shard(picked)], self.cfg.fast_ffn)
+        log.info("fast student: FFNs cut to %s units, refit on %d clips (training speakers' and --unlabeled) and %d "
+                 "augmented copies", "/".join(map(str, kept)), n, len(picked) - n)
         digest = hashlib.sha1()   # the key of the audio refit on
-        for i in idx:
-            digest.update(pool[i].tobytes())
+        for w in picked:
+            digest.update(w.tobytes())
         return digest.hexdigest()[:12]
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:

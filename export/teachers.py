@@ -443,6 +443,18 @@ def ffn_layers(encoder: nn.Module) -> list[tuple[nn.Module, str, str]]:
     return [(layer.feed_forward, "intermediate_dense", "output_dense") for layer in encoder.model.encoder.layers]
 
 
+def ffn_residuals(encoder: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Where each block's residual stream can be read just after its feed-forward output is added: (module, True)
+    for that module's input, (module, False) for its output. Whisper's and pre-LN wav2vec-family blocks end there;
+    post-LN ones then normalise it in their final layer norm."""
+    if isinstance(encoder, WhisperEncoder):
+        return [(block, False) for block in encoder.blocks]
+    layers = encoder.model.encoder.layers
+    if getattr(encoder.model.config, "do_stable_layer_norm", False):
+        return [(layer, False) for layer in layers]
+    return [(layer.final_layer_norm, True) for layer in layers]
+
+
 def make_student(teacher: Encoder, blocks: int, width: int | None = None, init: str = "teacher",
                  time_stride: int = 1) -> Encoder:
     """A smaller encoder of the teacher's kind: ``blocks`` transformer blocks of ``width`` (default: the teacher's).

@@ -157,9 +157,11 @@ def test_the_fast_students_ffns_are_cut_on_training_speakers_audio_only(tmp_path
     assert m.fast.ffn_blocks == [16, 128] and "FFNs cut to 16/128 units" in m.fast.summary
     waves, items = load_waveforms(load_corpus(corpus))
     held = [w for w, it in zip(waves, items.items) if it.speaker in m.data.test_speakers]
-    # refit on the training speakers' clips and --unlabeled (here the corpus folder), never a held-out speaker's
+    # refit on the training speakers' clips and --unlabeled (here the corpus folder), never a held-out speaker's,
+    # and one augmented copy of each (augment=1)
     assert seen and not any(np.array_equal(s, w) for s in seen for w in held)
-    assert len(seen) == len(waves) - len(held) + (len(waves) - len(held))
+    originals = sum(any(np.array_equal(s, w) for w in waves) for s in seen)
+    assert originals == 2 * (len(waves) - len(held)) and len(seen) == 2 * originals
     # the teacher's 2 blocks but block 0's two FFN MatMuls 112 units narrower (50 frames/s, width 32)
     assert m.variants["fast-fp32"].macs_per_s == m.variants["teacher-fp32"].macs_per_s - 2 * 50 * 32 * 112
     assert "FFNs cut to 16/128" in (out / "MODEL_CARD.md").read_text()

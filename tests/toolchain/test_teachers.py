@@ -304,6 +304,34 @@ def test_ffn_pruning_per_block_keeps_the_blocks_past_the_list_whole():
     assert prune_ffn(make_student(tiny_whisper_teacher(), blocks=2), clips, [0, 999]) == [128, 128]
 
 
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2", "wav2vec2-stable"])
+def test_ffn_pruning_makes_up_for_the_blocks_cut_before(tmp_path, family):
+    """Block 1's refit also undoes what cutting block 0 changed in the residual stream: cutting both in one call
+    ends closer to the uncut trunk than cutting block 0, then block 1 against that already-cut trunk (the same
+    units kept; only the refit's target differs). Post-LN (wav2vec2) and pre-LN blocks alike."""
+    from edge_ser_export.distill import prune_ffn
+
+    if family == "whisper":
+        teacher = tiny_whisper_teacher()
+    else:
+        torch.manual_seed(0)
+        config = tiny_config("wav2vec2")
+        config.do_stable_layer_norm = family.endswith("stable")
+        transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
+        teacher = load_teacher(str(tmp_path))
+    clips = [torch.from_numpy(speechlike(12000, seed=i))[None] for i in range(6)]
+    full, together, apart = (make_student(teacher, blocks=2) for _ in range(3))
+    prune_ffn(together, clips, [16, 16])
+    prune_ffn(apart, clips, [16])
+    prune_ffn(apart, clips, [0, 16])
+
+    def error(model):
+        with torch.no_grad():
+            return sum(float(((model(c)[-1] - full(c)[-1]) ** 2).mean()) for c in clips)
+    assert together.provenance["ffn"] == apart.provenance["ffn"] == [16, 16]
+    assert error(together) < 0.95 * error(apart)
+
+
 # ---------------------------------------------------------------------------------------------------- ONNX
 @pytest.mark.parametrize("stride", [1, 2, 4])
 def test_matmul_conv_is_the_convolution(stride):
