@@ -10,28 +10,33 @@ export`` now does, ``--speaker-directions``). Features of whole clips:
 - the student: the teacher's first ``--student-blocks`` blocks (a prefix of those features);
 - each ``--graph``: an ONNX graph of a bundle or of ``benchmarks/student_ladder.py`` (e.g. the fast student's int8
   candidates under build/student_ladder), its own embeddings of the whole clips.
+- with ``--fast-cut 768,512``: the fast student (the teacher's first 2 blocks at 25 frames/s, int8 U8S8) with its
+  FFNs cut to those units and refit for each held-out corpus as ``edge-ser export`` refits it, on the other
+  corpora's clips (``refit_clips``: 1500 of them and an augmented copy of each; ``prune_ffn``).
 
 Every (features, directions) score is written to the results as it comes and a rerun skips those already there
 (delete benchmarks/results/blind_heads.json to start over); each takes 5-25 minutes on a 2-core CPU (the penalty's
 folds). Graph embeddings are cached under ``--build``.
 
 Usage: python benchmarks/blind_heads.py MANIFEST [--cache build/general5/cache] [--graph G.onnx ...]
-       [--directions 5] [--build build/blind_heads]
+       [--fast-cut 768,512] [--directions 5] [--build build/blind_heads]
 Writes benchmarks/results/blind_heads.{md,json}.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
-from student_ladder import clip_embeddings
+from student_ladder import clip_embeddings, fast_graph
 
 from edge_ser.bench.report import machine
 from edge_ser.data import load_corpus, load_waveforms
 from edge_ser.head import fit_linear
 from edge_ser.metrics import ece, scores
+from edge_ser_export.distill import refit_clips
 from edge_ser_export.features import corpus_key, teacher_features
 from edge_ser_export.teachers import load_teacher
 
@@ -49,11 +54,14 @@ def graph_embeddings(graph: Path, waves: list[np.ndarray], out: Path) -> np.ndar
     return np.load(out)
 
 
-def loco(x: np.ndarray, y: np.ndarray, corpus: np.ndarray, speakers: np.ndarray, n_classes: int,
+def loco(features, y: np.ndarray, corpus: np.ndarray, speakers: np.ndarray, n_classes: int,
          directions: int) -> dict:
-    """UA and ECE of each held-out corpus, and the penalty each fold's head chose."""
+    """UA and ECE of each held-out corpus, and the penalty each fold's head chose; ``features(held)`` are the
+    clips' features for that fold."""
     out = {}
     for held in dict.fromkeys(corpus):
+        x = features(held)
+        x = x.reshape(len(x), -1)
         train, test = corpus != held, corpus == held
         head, report = fit_linear(x[train], y[train], n_classes, speakers[train], speaker_directions=directions)
         p = head.probs(x[test])
@@ -85,6 +93,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="whisper-base")
     ap.add_argument("--student-blocks", type=int, default=4)
     ap.add_argument("--graph", type=Path, action="append", default=[])
+    ap.add_argument("--fast-cut", type=lambda text: tuple(int(u) for u in text.split(",")), default=())
     ap.add_argument("--directions", type=int, default=5)
     ap.add_argument("--build", type=Path, default=Path("build/blind_heads"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
@@ -93,19 +102,31 @@ def main() -> None:
     y = np.array([corpus.labels.index(it.label) for it in corpus.items])
     speakers = np.array([it.speaker for it in corpus.items])
     source = np.array([s.split("-")[0] for s in speakers])   # speakers are CORPUS-SPEAKER
-    feats = teacher_features(load_teacher(args.teacher).eval(), waves, args.cache, corpus_key(corpus.items))
+    teacher = load_teacher(args.teacher).eval()
+    feats = functools.cache(lambda: teacher_features(teacher, waves, args.cache, corpus_key(corpus.items)))
     args.build.mkdir(parents=True, exist_ok=True)
-    rows = {g.stem: (lambda g=g: graph_embeddings(g, waves, args.build / f"{g.stem}.npy")) for g in args.graph}
-    rows |= {f"teacher ({args.teacher}, all layers)": lambda: feats,
-             f"student (first {args.student_blocks} blocks)": lambda: feats[:, :args.student_blocks + 1]}
+
+    def cut(held: str) -> np.ndarray:   # the fast student cut and refit on the other corpora, as an export does
+        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}.npy"
+        if not emb.exists():
+            directory = emb.with_suffix("")
+            directory.mkdir(exist_ok=True)
+            pool = [w for w, c in zip(waves, source) if c != held]
+            graph_embeddings(fast_graph(teacher, (2, 2, args.fast_cut), refit_clips(pool, 1, 0), directory), waves, emb)
+        return np.load(emb)
+
+    rows = {g.stem: (lambda held, g=g: graph_embeddings(g, waves, args.build / f"{g.stem}.npy")) for g in args.graph}
+    if args.fast_cut:
+        rows[f"fast student, FFNs {'/'.join(map(str, args.fast_cut))} refit per fold as exported"] = cut
+    rows |= {f"teacher ({args.teacher}, all layers)": lambda held: feats(),
+             f"student (first {args.student_blocks} blocks)": lambda held: feats()[:, :args.student_blocks + 1]}
     previous = args.results / "blind_heads.json"
     done = json.loads(previous.read_text())["rows"] if previous.exists() else {}
     for name, features in rows.items():
         for k in (0, args.directions):
             key = f"{name} | {k}"
             if key not in done:
-                x = features()
-                done[key] = loco(x.reshape(len(x), -1), y, source, speakers, len(corpus.labels), k)
+                done[key] = loco(features, y, source, speakers, len(corpus.labels), k)
                 write(done, source, len(corpus.labels), args)
     write(done, source, len(corpus.labels), args)
 

@@ -155,6 +155,14 @@ def ffn_units(trunk: Encoder, keep: int | Sequence[int]) -> list[int]:
             for (parent, up, _), k in zip(layers, keeps)]
 
 
+def refit_clips(pool: list[np.ndarray], augment: int, seed: int) -> list[np.ndarray]:
+    """What a cut is refit on (:func:`prune_ffn`): up to PRUNE_CLIPS clips of ``pool`` drawn with ``seed``, then
+    ``augment`` augmented copies of each (:func:`augmented`: the pool's own audio is too narrow to refit on)."""
+    rng = np.random.default_rng(seed)
+    picked = [pool[i] for i in np.sort(rng.permutation(len(pool))[:PRUNE_CLIPS])]
+    return picked + [augmented(w, rng) for _ in range(augment) for w in picked]
+
+
 def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[int],
               strength: float = 1e-3) -> list[int]:
     """Keep :func:`ffn_units` hidden units in every feed-forward block, block by block, and refit its output layer;

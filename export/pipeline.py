@@ -41,8 +41,8 @@ from edge_ser.progress import progress
 from edge_ser.targets import FAST_HEAD, detect_target
 
 from . import align, graph, parallel
-from .distill import (PRUNE_CLIPS, PRUNE_REFIT, DistillConfig, augmented, distill, ffn_units, fit_predictions_on,
-                      keep_used_layers, prune_ffn)
+from .distill import (PRUNE_CLIPS, PRUNE_REFIT, DistillConfig, distill, ffn_units, fit_predictions_on, keep_used_layers,
+                      prune_ffn, refit_clips)
 from .features import cached, corpus_key, embed, teacher_features
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
@@ -335,11 +335,9 @@ class Export:
             return None
         held = {Path(self.corpus.items[i].path).resolve() for i in self.fold.test}
         pool = [self.waves[i] for i in train] + unlabeled_waves(self.cfg.unlabeled, held)   # any speech but theirs
-        rng = np.random.default_rng(self.cfg.seed)
-        picked = [pool[i] for i in np.sort(rng.permutation(len(pool))[:PRUNE_CLIPS])]
-        n = len(picked)
-        picked += [augmented(w, rng) for _ in range(self.cfg.augment) for w in picked[:n]]
+        picked = refit_clips(pool, self.cfg.augment, self.cfg.seed)
         kept = prune_ffn(model, [torch.from_numpy(w[None]) for w in parallel.shard(picked)], self.cfg.fast_ffn)
+        n = min(len(pool), PRUNE_CLIPS)
         log.info("fast student: FFNs cut to %s units, refit on %d clips (training speakers' and --unlabeled) and %d "
                  "augmented copies", "/".join(map(str, kept)), n, len(picked) - n)
         digest = hashlib.sha1()   # the key of the audio refit on
