@@ -175,7 +175,7 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
     not grow with the clips).
     """
     kept = ffn_units(trunk, keep)
-    whole = copy.deepcopy(trunk)
+    whole, exact = copy.deepcopy(trunk), True   # exact: no block before this one is cut, nothing to make up for
     seen: dict[str, torch.Tensor] = {}   # one clip's FFN input and output, and both residual streams
     streams = zip(ffn_layers(trunk.encoder), ffn_residuals(trunk.encoder), ffn_residuals(whole.encoder), kept)
     for (parent, up_name, down_name), here, there, k in streams:
@@ -183,15 +183,19 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
         if k == up.out_features:
             continue
         sums: dict[str, torch.Tensor] = {}
-        hooks = [down.register_forward_hook(lambda m, inputs, output: seen.update(a=inputs[0], d=output)),
-                 _tap(*here, lambda x: seen.update(cut=x)), _tap(*there, lambda x: seen.update(whole=x))]
+        hooks = [down.register_forward_hook(lambda m, inputs, output: seen.update(a=inputs[0], d=output))]
+        if not exact:
+            hooks += [_tap(*here, lambda x: seen.update(cut=x)), _tap(*there, lambda x: seen.update(whole=x))]
         with torch.no_grad():
             for c in clips:
                 trunk(c)
-                whole(c)
+                y = seen["d"]
+                if not exact:   # the uncut trunk only once earlier blocks are cut
+                    whole(c)
+                    y = y + seen["whole"] - seen["cut"]
                 a = seen["a"].flatten(0, -2).double()
                 a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-                y = (seen["d"] + seen["whole"] - seen["cut"]).flatten(0, -2).double()
+                y = y.flatten(0, -2).double()
                 for name, value in (("abs", a.abs().sum(0)), ("gram", a.T @ a), ("xty", a.T @ y)):
                     sums[name] = sums[name] + value if name in sums else value
         for hook in hooks:
@@ -210,6 +214,7 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
             new_down.bias.copy_(bias)
         setattr(parent, up_name, new_up)
         setattr(parent, down_name, new_down)
+        exact = False
     trunk.provenance["ffn"] = kept
     return kept
 
