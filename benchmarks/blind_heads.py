@@ -12,20 +12,21 @@ export`` now does, ``--speaker-directions``). Features of whole clips:
   candidates under build/student_ladder), its own embeddings of the whole clips.
 - with ``--fast-cut 768,512``: the fast student (the teacher's first 2 blocks at 25 frames/s, int8 U8S8) with its
   FFNs cut to those units and refit for each held-out corpus as ``edge-ser export`` refits it, on the other
-  corpora's clips (``refit_clips``: 1500 of them and an augmented copy of each; ``prune_ffn``).
+  corpora's clips (``refit_clips``: 1500 of them and ``--augment`` augmented copies of each; ``prune_ffn``).
 
 Every (features, directions) score is written to the results as it comes and a rerun skips those already there
 (delete benchmarks/results/blind_heads.json to start over); each takes 5-25 minutes on a 2-core CPU (the penalty's
 folds). Graph embeddings are cached under ``--build``.
 
 Usage: python benchmarks/blind_heads.py MANIFEST [--cache build/general5/cache] [--graph G.onnx ...]
-       [--fast-cut 768,512] [--directions 5] [--build build/blind_heads]
+       [--fast-cut 768,512 [--augment 1]] [--directions 5] [--build build/blind_heads]
 Writes benchmarks/results/blind_heads.{md,json}.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--student-blocks", type=int, default=4)
     ap.add_argument("--graph", type=Path, action="append", default=[])
     ap.add_argument("--fast-cut", type=lambda text: tuple(int(u) for u in text.split(",")), default=())
+    ap.add_argument("--augment", type=int, default=1, help="augmented copies of each refit clip (export --augment)")
     ap.add_argument("--directions", type=int, default=5)
     ap.add_argument("--build", type=Path, default=Path("build/blind_heads"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
@@ -107,23 +109,25 @@ def main() -> None:
     args.build.mkdir(parents=True, exist_ok=True)
 
     def cut(held: str) -> np.ndarray:   # the fast student cut and refit on the other corpora, as an export does
-        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}.npy"
+        clips = refit_clips([w for w, c in zip(waves, source) if c != held], args.augment, 0)
+        key = hashlib.sha1(b"".join(w.tobytes() for w in clips)).hexdigest()[:12]   # the audio refit on
+        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}-{key}.npy"
         if not emb.exists():
             directory = emb.with_suffix("")
             directory.mkdir(exist_ok=True)
-            pool = [w for w, c in zip(waves, source) if c != held]
-            graph_embeddings(fast_graph(teacher, (2, 2, args.fast_cut), refit_clips(pool, 1, 0), directory), waves, emb)
+            graph_embeddings(fast_graph(teacher, (2, 2, args.fast_cut), clips, directory), waves, emb)
         return np.load(emb)
 
     rows = {g.stem: (lambda held, g=g: graph_embeddings(g, waves, args.build / f"{g.stem}.npy")) for g in args.graph}
     if args.fast_cut:
-        rows[f"fast student, FFNs {'/'.join(map(str, args.fast_cut))} refit per fold as exported"] = cut
+        rows[f"fast student, FFNs {'/'.join(map(str, args.fast_cut))} refit per fold as exported, augment "
+             f"{args.augment}"] = cut
     rows |= {f"teacher ({args.teacher}, all layers)": lambda held: feats(),
              f"student (first {args.student_blocks} blocks)": lambda held: feats()[:, :args.student_blocks + 1]}
     previous = args.results / "blind_heads.json"
     done = json.loads(previous.read_text())["rows"] if previous.exists() else {}
     for name, features in rows.items():
-        for k in (0, args.directions):
+        for k in (args.directions, 0):
             key = f"{name} | {k}"
             if key not in done:
                 done[key] = loco(features, y, source, speakers, len(corpus.labels), k)

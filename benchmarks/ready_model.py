@@ -23,7 +23,8 @@ prefixed by their corpus.
 Usage: python benchmarks/ready_model.py [--data ../shared/data] [--nemo build/nEMO] [--teacher whisper-base]
        [--stage loco|ship|all] [--folds emodb,nemo]
 Writes benchmarks/results/ready_model.{md,json} (the LOCO table, per variant: UA, ECE, and per-class recall); the
-ship stage alone reuses the LOCO numbers already there for the model card.
+LOCO folds not asked for with --folds are read back from their finished exports (made with the same recipe), so
+the folds can be exported in separate runs, sessions or processes; the ship stage alone exports none of them.
 """
 from __future__ import annotations
 
@@ -81,14 +82,18 @@ def combined_manifest(sources: dict[str, Path], out: Path) -> tuple[Path, dict[s
     return out, speakers
 
 
-def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], **options) -> dict:
+def export(manifest: Path, out: Path, teacher: str, test_speakers: list[str], run: bool = True,
+           **options) -> dict | None:
     """One export, or the numbers of a finished one at ``out`` made with the same held-out speakers and options
-    (each run takes half an hour or more on 2 cores, so the script resumes where it stopped)."""
+    (each run takes half an hour or more on 2 cores, so the script resumes where it stopped); None when there is
+    no such finished export and ``run`` is false."""
     cfg = ExportConfig(data=manifest, out=out, teacher=teacher, test_speakers=test_speakers, overwrite=True, **options)
     done = load_bundle(out).manifest if (out / "edge-ser.json").is_file() else None
     if made_with(done, cfg):
         m, seconds = done, done.export.seconds
         logging.info("%s: reusing the finished export", out)
+    elif not run:
+        return None
     else:
         start = time.time()
         m = run_export(cfg)
@@ -141,22 +146,22 @@ def main() -> None:
     recipe = {"cache": args.build / "cache", "student_blocks": 3}
     report = {"teacher": args.teacher, "labels": sorted(set(LABELS.values())), "corpora": list(sources),
               "machine": machine(), "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
-    previous = args.results / "ready_model.json"
-    if args.stage == "ship" and previous.is_file():   # the LOCO numbers of an earlier --stage loco run
-        earlier = json.loads(previous.read_text())
-        if (earlier.get("corpora"), earlier.get("teacher")) == (report["corpora"], args.teacher):
-            report["loco"] = {n: r for n, r in earlier.get("loco", {}).items() if all(v in r for v in SHIPPED_VARIANTS)}
     args.results.mkdir(parents=True, exist_ok=True)
-    if args.stage in ("loco", "all"):
-        for name in args.folds.split(",") if args.folds else sources:
-            report["loco"][name] = export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
-                                          refit=False, **recipe)   # what was scored is what the bundle holds
+    folds = args.folds.split(",") if args.folds else list(sources)
+    for name in sources:   # the folds asked for are exported now; the others' finished exports are read back
+        result = export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
+                        run=args.stage != "ship" and name in folds, refit=False, **recipe)   # scored = shipped
+        if result:
+            report["loco"][name] = result
+    if report["loco"]:
         lines = loco_table(report["loco"])
         cpu = f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})"
+        missing = [n for n in sources if n not in report["loco"]]
         text = (f"Leave-one-corpus-out, 4 classes; UA (ECE) per held-out corpus; {cpu}; recipe {report['recipe']}"
-                "\n\n" + "\n".join(lines) + "".join(f"\n\nPer-class recall of {v}:\n\n"
-                                                    + "\n".join(recall_table(report["loco"], v))
-                                                    for v in SHIPPED_VARIANTS) + "\n")
+                + (f"; not yet exported: {', '.join(missing)}" if missing else "")
+                + "\n\n" + "\n".join(lines) + "".join(f"\n\nPer-class recall of {v}:\n\n"
+                                                      + "\n".join(recall_table(report["loco"], v))
+                                                      for v in SHIPPED_VARIANTS) + "\n")
         (args.results / "ready_model.md").write_text(text)
         (args.results / "ready_model.json").write_text(json.dumps(report, indent=2) + "\n")
         print(text)

@@ -11,9 +11,10 @@ a warm-up epoch. No labels are used. The predictions start as the closed-form le
 layers on the trunk's last layer (:func:`fit_predictions`), most of the gain for a student close to the teacher.
 
 Training audio is cut into pieces of at most ``max_clip_s`` and, with ``augment`` > 0, each piece also gets
-that many augmented copies (speed 0.9-1.1, gain -6..+6 dB, white noise at 15-35 dB SNR), the teacher's targets
-being computed on the augmented audio. An epoch is kept only if ``validate`` (the UA of a head refitted on the
-student, on speakers distillation never sees) says it is the best so far (epoch 0 = the closed-form start).
+that many augmented copies (:func:`.augment.augmented`: speed, room, telephone line or low-pass, codec, gain,
+noise), the teacher's targets being computed on the augmented audio. An epoch is kept only if ``validate`` (the UA
+of a head refitted on the student, on speakers distillation never sees) says it is the best so far (epoch 0 = the
+closed-form start).
 
 Under torchrun (:mod:`.parallel`) every process computes the targets of its share of the pieces; a step's
 gradient is summed over the processes, so training matches one process with the same ``batch``.
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import soxr
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +35,7 @@ from edge_ser.audio import SAMPLE_RATE
 from edge_ser.progress import bar
 
 from . import parallel
+from .augment import augmented
 from .features import pool_layers
 from .teachers import Encoder, ffn_layers, ffn_residuals, make_student
 
@@ -250,16 +251,6 @@ def pieces(waves: list[np.ndarray], max_s: float, sr: int = SAMPLE_RATE) -> list
     for w in waves:
         out += [w[i:i + n] for i in range(0, len(w), n) if len(w[i:i + n]) >= sr // 2]
     return out
-
-
-def augmented(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``x`` at a random speed (0.9-1.1, pitch with it), gain (-6..+6 dB) and white-noise level (15-35 dB SNR)."""
-    speed = rng.uniform(0.9, 1.1)
-    y = soxr.resample(x.astype(np.float32), SAMPLE_RATE * speed, SAMPLE_RATE, quality="HQ")
-    y = y * 10 ** (rng.uniform(-6.0, 6.0) / 20)
-    power = float(np.mean(y ** 2)) + 1e-12
-    y = y + rng.standard_normal(len(y)) * np.sqrt(power / 10 ** (rng.uniform(15.0, 35.0) / 10))
-    return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:

@@ -323,9 +323,9 @@ class Export:
     def cut_fast_ffn(self, model: torch.nn.Module) -> str | None:
         """Cut the fast student's FFNs to ``cfg.fast_ffn`` units (:func:`prune_ffn`), refit on up to PRUNE_CLIPS
         clips of the training speakers and ``--unlabeled`` (never a held-out speaker's: both passes share it, as they
-        share the prefixes) and ``cfg.augment`` augmented copies of each (speed, gain, noise); the key of that audio,
-        or None when no FFN is wider than its cut or the training speakers are too few (FFN_CUT_MIN_SPEAKERS,
-        FFN_CUT_MIN_CLIPS) to refit it on."""
+        share the prefixes) and ``cfg.augment`` augmented copies of each (:func:`.augment.augmented`); the key of
+        that audio, or None when no FFN is wider than its cut or the training speakers are too few
+        (FFN_CUT_MIN_SPEAKERS, FFN_CUT_MIN_CLIPS) to refit it on."""
         if ffn_units(model, self.cfg.fast_ffn) == ffn_units(model, 0):
             return None
         train, speakers = self.fold.train, len({self.speakers[i] for i in self.fold.train})
