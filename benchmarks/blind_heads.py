@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from edge_ser.data import load_corpus, load_waveforms
 from edge_ser.head import fit_linear
 from edge_ser.metrics import ece, scores
 from edge_ser_export.distill import refit_clips
-from edge_ser_export.features import corpus_key, teacher_features
+from edge_ser_export.features import corpus_key, teacher_features, waves_key
 from edge_ser_export.teachers import load_teacher
 
 
@@ -110,8 +109,7 @@ def main() -> None:
 
     def cut(held: str) -> np.ndarray:   # the fast student cut and refit on the other corpora, as an export does
         clips = refit_clips([w for w, c in zip(waves, source) if c != held], args.augment, 0)
-        key = hashlib.sha1(b"".join(w.tobytes() for w in clips)).hexdigest()[:12]   # the audio refit on
-        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}-{key}.npy"
+        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}-{waves_key(clips)}.npy"
         if not emb.exists():
             directory = emb.with_suffix("")
             directory.mkdir(exist_ok=True)

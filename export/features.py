@@ -76,6 +76,14 @@ def corpus_key(items: Sequence) -> str:
     return h.hexdigest()[:12]
 
 
+def waves_key(waves: Sequence[np.ndarray]) -> str:
+    """Short hash of audio itself (every sample, in order): the key of what was computed from it."""
+    h = hashlib.sha1()
+    for w in waves:
+        h.update(w.tobytes())
+    return h.hexdigest()[:12]
+
+
 def _cache_path(cache_dir: Path, extractor: str, key: str) -> Path:
     return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', extractor)}__{key}.npz"
 

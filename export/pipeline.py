@@ -16,7 +16,6 @@ the same two passes on the student's encoder.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -43,7 +42,7 @@ from edge_ser.targets import FAST_HEAD, detect_target
 from . import align, graph, parallel
 from .distill import (PRUNE_CLIPS, PRUNE_REFIT, DistillConfig, distill, ffn_units, fit_predictions_on, keep_used_layers,
                       prune_ffn, refit_clips)
-from .features import cached, corpus_key, embed, teacher_features
+from .features import cached, corpus_key, embed, teacher_features, waves_key
 from .heads import EmotionModel, LinearHead, fit_head, head_inputs, predict
 from .macs import count_macs
 from .presets import OPENVINO_INT8_TARGETS, ORT_PRESETS
@@ -340,10 +339,7 @@ class Export:
         n = min(len(pool), PRUNE_CLIPS)
         log.info("fast student: FFNs cut to %s units, refit on %d clips (training speakers' and --unlabeled) and %d "
                  "augmented copies", "/".join(map(str, kept)), n, len(picked) - n)
-        digest = hashlib.sha1()   # the key of the audio refit on
-        for w in picked:
-            digest.update(w.tobytes())
-        return digest.hexdigest()[:12]
+        return waves_key(picked)
 
     def evaluate_pass(self) -> tuple[Models, list[np.ndarray]]:
         """Pass 1: everything fit without the held-out speakers; returns the models and the unlabeled clips."""
