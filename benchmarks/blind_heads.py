@@ -107,6 +107,7 @@ def main() -> None:
     feats = functools.cache(lambda: teacher_features(teacher, waves, args.cache, corpus_key(corpus.items)))
     args.build.mkdir(parents=True, exist_ok=True)
 
+    @functools.cache   # asked once with and once without directions
     def cut(held: str) -> np.ndarray:   # the fast student cut and refit on the other corpora, as an export does
         clips = refit_clips([w for w, c in zip(waves, source) if c != held], args.augment, 0)
         emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}-{waves_key(clips)}.npy"

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -74,11 +76,14 @@ def combined_manifest(sources: dict[str, Path], out: Path) -> tuple[Path, dict[s
         rows += [(path, LABELS[label], f"{name}-{speaker}") for path, label, speaker in corpus_rows(name, source)
                  if label in LABELS]
         speakers[name] = sorted({r[2] for r in rows if r[2].startswith(name + "-")})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "speaker"])
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([("path", "label", "speaker"), *rows])
+    data = text.getvalue().encode()
+    if not out.is_file() or out.read_bytes() != data:   # another fold's process may be reading it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
     return out, speakers
 
 
@@ -148,10 +153,15 @@ def main() -> None:
               "machine": machine(), "recipe": {k: str(v) for k, v in recipe.items()}, "loco": {}}
     args.results.mkdir(parents=True, exist_ok=True)
     folds = args.folds.split(",") if args.folds else list(sources)
-    for name in sources:   # the folds asked for are exported now; the others' finished exports are read back
-        result = export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
-                        run=args.stage != "ship" and name in folds, refit=False, **recipe)   # scored = shipped
-        if result:
+    if set(folds) - set(sources):
+        ap.error(f"--folds: no corpus {', '.join(sorted(set(folds) - set(sources)))} (corpora: {', '.join(sources)})")
+    fold = {name: lambda run, name=name: export(manifest, args.build / f"loco-{name}", args.teacher, speakers[name],
+                                                run=run, refit=False, **recipe)   # scored = shipped
+            for name in sources}
+    for name in folds if args.stage != "ship" else ():   # the folds asked for are exported now,
+        fold[name](True)
+    for name in sources:   # then every finished one is read back (another process may have finished its fold)
+        if result := fold[name](False):
             report["loco"][name] = result
     if report["loco"]:
         lines = loco_table(report["loco"])

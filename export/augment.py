@@ -17,7 +17,8 @@ import soxr
 
 from edge_ser.audio import SAMPLE_RATE
 
-CODECS = [(f, s) for f, s in (("MP3", "MPEG_LAYER_III"), ("OGG", "VORBIS")) if f in sf.available_formats()]
+CODECS = (("MP3", "MPEG_LAYER_III"), ("OGG", "VORBIS"))
+AVAILABLE = {f for f, _ in CODECS if f in sf.available_formats()}   # libsndfile builds differ
 
 
 def _filter(y: np.ndarray, gain: np.ndarray | None = None, kernel: np.ndarray | None = None) -> np.ndarray:
@@ -51,8 +52,12 @@ def mu_law(y: np.ndarray, mu: int = 255) -> np.ndarray:
 
 
 def lossy(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``y`` (in -1..1) encoded at a low bitrate by one of the codecs libsndfile offers, and decoded."""
+    """``y`` (in -1..1) encoded at a low bitrate by one of :data:`CODECS`, and decoded; unchanged when this
+    libsndfile lacks the codec drawn (the draws are the same on every machine, so a seed gives the same copies)."""
     fmt, subtype = CODECS[rng.integers(len(CODECS))]
+    if fmt not in AVAILABLE:
+        rng.uniform()
+        return y
     buffer = io.BytesIO()
     sf.write(buffer, y, SAMPLE_RATE, format=fmt, subtype=subtype, compression_level=rng.uniform(0.5, 1.0))
     buffer.seek(0)
@@ -80,7 +85,7 @@ def augmented(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = mu_law(np.clip(band(y, 300.0, 3400.0), -1.0, 1.0))
     elif line < 2 / 3:
         y = band(y, 0.0, rng.uniform(4000.0, 8000.0))
-    if CODECS and rng.random() < 0.2 and len(y) >= SAMPLE_RATE // 10:
+    if rng.random() < 0.2 and len(y) >= SAMPLE_RATE // 10:
         y = lossy(np.clip(y, -1.0, 1.0), rng)
     y = y * 10 ** (rng.uniform(-6.0, 6.0) / 20)
     power = float(np.mean(y ** 2)) + 1e-12

@@ -100,8 +100,8 @@ def export(
     student_ffn: Optional[int] = typer.Option(None, min=8, max=65536, help="Hidden units kept in each student "
                                               "feed-forward block [default: all]."),
     distill_epochs: int = typer.Option(3, min=0, max=1000, help="Distillation passes over the unlabeled audio."),
-    augment: int = typer.Option(1, min=0, max=8, help="Augmented copies (speed, room, telephone line, codec, "
-                                "gain, noise) of every clip that distillation or the fast student's cut learns "
+    augment: int = typer.Option(1, min=0, max=8, help="Augmented copies (speed, room, telephone line or low-pass, "
+                                "codec, gain, noise) of every clip that distillation or the fast student's cut learns "
                                 "from, besides the clip itself."),
     head: Head = typer.Option(Head.all, help="Which pooled layers the calibrated linear head reads: all (the robust "
                               "default), the best single one, or auto (all or one, by speaker folds; all below 4 "

@@ -8,6 +8,7 @@ deviation over time of each of the L hidden states), baselines ``[N, F]``. ``tea
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -100,7 +101,7 @@ def cached(cache_dir: str | Path | None, extractor: str, key: str, n: int,
                 return f["features"]
     features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")   # processes sharing the cache do not collide
     np.savez(tmp, features=features)
     tmp.replace(path)
     return features

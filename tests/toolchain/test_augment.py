@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from edge_ser.audio import SAMPLE_RATE
-from edge_ser_export.augment import CODECS, augmented, band, lossy, mu_law, noise, room
+from edge_ser_export import augment
+from edge_ser_export.augment import AVAILABLE, augmented, band, lossy, mu_law, noise, room
 
 
 def tone(hz: float, seconds: float = 1.0) -> np.ndarray:
@@ -43,13 +44,25 @@ def test_mu_law_is_8_bit_and_close_to_the_input():
     assert np.max(np.abs(y - x)) < 0.025 and np.max(np.abs(y[np.abs(x) < 0.01] - x[np.abs(x) < 0.01])) < 1e-3
 
 
-@pytest.mark.skipif(not CODECS, reason="this libsndfile has no lossy codec")
+@pytest.mark.skipif(not AVAILABLE, reason="this libsndfile has no lossy codec")
 def test_lossy_codec_keeps_length_and_the_signal():
     x = tone(440, 0.7)
-    y = lossy(x, np.random.default_rng(0))
-    assert len(y) == len(x)
-    assert np.corrcoef(x[2000:-2000], y[2000:-2000])[0, 1] > 0.9
-    assert not np.allclose(x, y, atol=1e-4)
+    for seed in range(4):   # both codecs are drawn
+        y = lossy(x, np.random.default_rng(seed))
+        assert len(y) == len(x)
+        assert np.corrcoef(x[2000:-2000], y[2000:-2000])[0, 1] > 0.9
+        assert np.allclose(x, y, atol=1e-4) == (augment.CODECS[np.random.default_rng(seed).integers(2)][0]
+                                                not in AVAILABLE)
+
+
+def test_a_seed_gives_the_same_copies_whatever_codecs_libsndfile_has(monkeypatch):
+    x = tone(440, 0.7)
+    with_codecs = np.random.default_rng(1)
+    lossy(x, with_codecs)
+    monkeypatch.setattr(augment, "AVAILABLE", set())
+    without = np.random.default_rng(1)
+    assert lossy(x, without) is x
+    assert with_codecs.random() == without.random()
 
 
 def test_noise_colours_and_level():
