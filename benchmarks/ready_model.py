@@ -24,7 +24,8 @@ Usage: python benchmarks/ready_model.py [--data ../shared/data] [--nemo build/nE
        [--stage loco|ship|all] [--folds emodb,nemo]
 Writes benchmarks/results/ready_model.{md,json} (the LOCO table, per variant: UA, ECE, and per-class recall); the
 LOCO folds not asked for with --folds are read back from their finished exports (made with the same recipe), so
-the folds can be exported in separate runs, sessions or processes; the ship stage alone exports none of them.
+the folds can be exported in separate runs, sessions or processes; the ship stage alone exports none of them
+(it reads them back once the shipped export is done).
 """
 from __future__ import annotations
 
@@ -160,13 +161,16 @@ def main() -> None:
             for name in sources}
     for name in folds if args.stage != "ship" else ():   # the folds asked for are exported now,
         fold[name](True)
+    if args.stage != "loco":
+        held = [s for name in sources for s in speakers[name][:2]]
+        report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, **recipe)
     for name in sources:   # then every finished one is read back (another process may have finished its fold)
         if result := fold[name](False):
             report["loco"][name] = result
+    missing = [n for n in sources if n not in report["loco"]]
     if report["loco"]:
         lines = loco_table(report["loco"])
         cpu = f"{report['machine']['cpu']} ({', '.join(report['machine']['features'])})"
-        missing = [n for n in sources if n not in report["loco"]]
         text = (f"Leave-one-corpus-out, 4 classes; UA (ECE) per held-out corpus; {cpu}; recipe {report['recipe']}"
                 + (f"; not yet exported: {', '.join(missing)}" if missing else "")
                 + "\n\n" + "\n".join(lines) + "".join(f"\n\nPer-class recall of {v}:\n\n"
@@ -177,13 +181,14 @@ def main() -> None:
         print(text)
     if args.stage == "loco":
         return
-    held = [s for name in sources for s in speakers[name][:2]]
-    report["shipped"] = export(manifest, args.build / "bundle", args.teacher, held, **recipe)
+    if missing:
+        raise SystemExit(f"error: not packed: the model card needs every fold; export {', '.join(missing)} with "
+                         "--stage loco --folds (the shipped export is kept and reused)")
     bundle = load_bundle(args.build / "bundle")
     m = bundle.manifest
     notes = ["labels: TurEV's calm is mapped to neutral; EmoDB's boredom, disgust and fear, BanglaSER's and nEMO's "
              "surprise and nEMO's fear are left out"]
-    for v in SHIPPED_VARIANTS if report["loco"] else ():
+    for v in SHIPPED_VARIANTS:
         loco = ", ".join(f"{n} {r[v]['ua']:.3f}" for n, r in report["loco"].items())
         mean = np.mean([r[v]["ua"] for r in report["loco"].values()])
         notes.append(f"leave-one-corpus-out UA of {v} (each of {', '.join(report['loco'])} held out, trained on the "
