@@ -7,8 +7,8 @@ again on every corpus of the manifest, which is what the ready model learned fro
 model in the package) is scored through the runtime, as ``edge-ser eval`` scores it (each clip whole: trimmed,
 windows averaged), every variant it has.
 
-Usage: python benchmarks/unseen_corpus.py MANIFEST [--bundle DIR] [--train build/general4/EmoDB+...+nEMO.csv]
-       [--cache build/general4/cache] [--label-map calm=neutral,...]
+Usage: python benchmarks/unseen_corpus.py MANIFEST [--bundle DIR] [--train build/general5/EmoDB+...+nEMO.csv]
+       [--cache build/general5/cache] [--label-map calm=neutral,...]
 Writes benchmarks/results/unseen_<corpus>.{md,json}. The teacher's features are cached (``--cache``).
 """
 from __future__ import annotations
@@ -38,8 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("manifest", type=Path, help="the unseen corpus (labels among anger, happiness, neutral, sadness)")
     ap.add_argument("--bundle", type=Path, default=None, help="default: the ready model in the package")
-    ap.add_argument("--train", type=Path, default=Path("build/general4/EmoDB+BanglaSER+TurEV-DB+nEMO.csv"))
-    ap.add_argument("--cache", type=Path, default=Path("build/general4/cache"))
+    ap.add_argument("--train", type=Path, default=Path("build/general5/EmoDB+BanglaSER+TurEV-DB+nEMO.csv"))
+    ap.add_argument("--cache", type=Path, default=Path("build/general5/cache"))
     ap.add_argument("--baseline-corpora", default="emodb,banglaser,turev")
     ap.add_argument("--label-map", default=None)
     ap.add_argument("--teacher", default="whisper-base")
