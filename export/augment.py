@@ -58,8 +58,11 @@ def lossy(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if fmt not in AVAILABLE:
         rng.uniform()
         return y
+    level = rng.uniform(0.5, 1.0)
+    if fmt == "MP3":   # LAME refuses the lowest bitrates (levels over 0.9999)
+        level = min(level, 0.999)
     buffer = io.BytesIO()
-    sf.write(buffer, y, SAMPLE_RATE, format=fmt, subtype=subtype, compression_level=rng.uniform(0.5, 1.0))
+    sf.write(buffer, y, SAMPLE_RATE, format=fmt, subtype=subtype, compression_level=level)
     buffer.seek(0)
     out = sf.read(buffer, dtype="float64")[0]
     return np.pad(out, (0, max(0, len(y) - len(out))))[:len(y)]

@@ -55,6 +55,19 @@ def test_lossy_codec_keeps_length_and_the_signal():
                                                 not in AVAILABLE)
 
 
+@pytest.mark.parametrize("codec", [0, 1])
+def test_lossy_codec_at_its_lowest_bitrate(codec):
+    class Draws:   # the codec, then the highest compression level uniform(0.5, 1.0) can give
+        def integers(self, n):
+            return codec
+
+        def uniform(self, low=0.0, high=1.0):
+            return np.nextafter(high, low)
+
+    x = tone(440, 0.7)
+    assert len(lossy(x, Draws())) == len(x)
+
+
 def test_a_seed_gives_the_same_copies_whatever_codecs_libsndfile_has(monkeypatch):
     x = tone(440, 0.7)
     with_codecs = np.random.default_rng(1)
