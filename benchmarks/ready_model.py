@@ -34,7 +34,6 @@ import csv
 import io
 import json
 import logging
-import os
 import time
 
 import numpy as np
@@ -45,6 +44,7 @@ from edge_ser.bench.report import machine
 from edge_ser.bundle import load_bundle, pack, write_bundle
 from edge_ser.data import load_corpus
 from edge_ser.progress import set_enabled
+from edge_ser.run import atomic_file
 from edge_ser_export.pipeline import ExportConfig, made_with, run_export
 
 LABELS = {"anger": "anger", "happiness": "happiness", "neutral": "neutral", "sadness": "sadness", "calm": "neutral"}
@@ -82,9 +82,8 @@ def combined_manifest(sources: dict[str, Path], out: Path) -> tuple[Path, dict[s
     data = text.getvalue().encode()
     if not out.is_file() or out.read_bytes() != data:   # another fold's process may be reading it
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(out)
+        with atomic_file(out, "the combined manifest", binary=True, keep_partial=False) as f:
+            f.write(data)
     return out, speakers
 
 

@@ -55,10 +55,9 @@ def lossy(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``y`` (in -1..1) encoded at a low bitrate by one of :data:`CODECS`, and decoded; unchanged when this
     libsndfile lacks the codec drawn (the draws are the same on every machine, so a seed gives the same copies)."""
     fmt, subtype = CODECS[rng.integers(len(CODECS))]
-    if fmt not in AVAILABLE:
-        rng.uniform()
-        return y
     level = rng.uniform(0.5, 1.0)
+    if fmt not in AVAILABLE:
+        return y
     if fmt == "MP3":   # LAME refuses the lowest bitrates (levels over 0.9999)
         level = min(level, 0.999)
     buffer = io.BytesIO()
