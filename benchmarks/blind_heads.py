@@ -16,7 +16,8 @@ export`` now does, ``--speaker-directions``). Features of whole clips:
 
 Every (features, directions) score is written to the results as it comes and a rerun skips those already there
 (delete benchmarks/results/blind_heads.json to start over); each takes 5-25 minutes on a 2-core CPU (the penalty's
-folds). Graph embeddings are cached under ``--build``.
+folds). Graph embeddings are cached under ``--build`` (the cut's by its refit clips and ``prune_ffn``'s version,
+``PRUNE_REFIT``, which also names its rows).
 
 Usage: python benchmarks/blind_heads.py MANIFEST [--cache build/general5/cache] [--graph G.onnx ...]
        [--fast-cut 768,512 [--augment 1]] [--directions 5] [--build build/blind_heads]
@@ -36,7 +37,7 @@ from edge_ser.bench.report import machine
 from edge_ser.data import load_corpus, load_waveforms
 from edge_ser.head import fit_linear
 from edge_ser.metrics import ece, scores
-from edge_ser_export.distill import refit_clips
+from edge_ser_export.distill import PRUNE_REFIT, refit_clips
 from edge_ser_export.features import corpus_key, teacher_features, waves_key
 from edge_ser_export.teachers import load_teacher
 
@@ -110,7 +111,7 @@ def main() -> None:
     @functools.cache   # asked once with and once without directions
     def cut(held: str) -> np.ndarray:   # the fast student cut and refit on the other corpora, as an export does
         clips = refit_clips([w for w, c in zip(waves, source) if c != held], args.augment, 0)
-        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-{held}-{waves_key(clips)}.npy"
+        emb = args.build / f"fast-cut-{'-'.join(map(str, args.fast_cut))}-r{PRUNE_REFIT}-{held}-{waves_key(clips)}.npy"
         if not emb.exists():
             directory = emb.with_suffix("")
             directory.mkdir(exist_ok=True)
@@ -119,8 +120,8 @@ def main() -> None:
 
     rows = {g.stem: (lambda held, g=g: graph_embeddings(g, waves, args.build / f"{g.stem}.npy")) for g in args.graph}
     if args.fast_cut:
-        rows[f"fast student, FFNs {'/'.join(map(str, args.fast_cut))} refit per fold as exported, augment "
-             f"{args.augment}"] = cut
+        rows[f"fast student, FFNs {'/'.join(map(str, args.fast_cut))} refit per fold as exported (r{PRUNE_REFIT}), "
+             f"augment {args.augment}"] = cut
     rows |= {f"teacher ({args.teacher}, all layers)": lambda held: feats(),
              f"student (first {args.student_blocks} blocks)": lambda held: feats()[:, :args.student_blocks + 1]}
     previous = args.results / "blind_heads.json"

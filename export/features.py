@@ -8,7 +8,6 @@ deviation over time of each of the L hidden states), baselines ``[N, F]``. ``tea
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from edge_ser.audio import SAMPLE_RATE, TRIM_DB
 from edge_ser.progress import progress as track
+from edge_ser.run import atomic_file
 
 from . import parallel
 
@@ -101,9 +101,8 @@ def cached(cache_dir: str | Path | None, extractor: str, key: str, n: int,
                 return f["features"]
     features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")   # processes sharing the cache do not collide
-    np.savez(tmp, features=features)
-    tmp.replace(path)
+    with atomic_file(path, "the feature cache", binary=True, keep_partial=False) as f:   # per-process temp name
+        np.savez(f, features=features)
     return features
 
 

@@ -59,6 +59,24 @@ def test_embed_and_cache_hit(tmp_path):
     assert toy.calls == 6                      # another corpus key: recomputed
 
 
+def test_a_cache_write_that_fails_leaves_nothing(tmp_path, monkeypatch):
+    """A write stopped half way (here: numpy raising) leaves neither a cache file nor a partial one behind, and
+    the next call computes and stores the features."""
+    toy, waves = Toy(), _waves()
+
+    def broken(file, **arrays):
+        file.write(b"PK half an archive")
+        raise OSError("disk full")
+    monkeypatch.setattr(features.np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        teacher_features(toy, waves, tmp_path, "corpus1", show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    first = teacher_features(toy, waves, tmp_path, "corpus1", show_progress=False)
+    assert [p.suffix for p in tmp_path.rglob("*") if p.is_file()] == [".npz"]
+    np.testing.assert_array_equal(first, teacher_features(toy, waves, tmp_path, "corpus1", show_progress=False))
+
+
 def test_long_clip_is_embedded_in_pieces(monkeypatch):
     monkeypatch.setattr(features, "MAX_CHUNK_S", 1.0)
     toy, wave = Toy(), np.tile(_waves(1)[0], 3)[:16000 * 2 + 3200]
