@@ -40,7 +40,9 @@ from .features import pool_layers
 from .teachers import Encoder, ffn_layers, ffn_residuals, make_student
 
 PRUNE_CLIPS = 1500   # clips that rank and refit the pruned feed-forward units
-PRUNE_REFIT = 2      # the version of prune_ffn's refit (2: each block makes up for the cuts before it); keys caches
+PRUNE_REFIT = 3      # the version of prune_ffn's refit (2: each block makes up for the cuts before it; 3: clips'
+                     # mean frames weighed PRUNE_CLIP_MEANS more); keys caches
+PRUNE_CLIP_MEANS = 4.0   # the refit's extra weight on each clip's mean frame, on top of its frames (prune_ffn)
 
 
 @dataclass
@@ -172,8 +174,10 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
     Units are ranked by how much output they carry on ``clips`` (mean |activation| x norm of their output
     weights); the output layer is then the ridge regression on the kept units of what brings the block's residual
     stream back to the uncut trunk's: the whole layer's output plus the error the blocks cut before it left in the
-    stream, so each block also makes up for its predecessors' cuts. Solved from sums over every frame (memory does
-    not grow with the clips).
+    stream, so each block also makes up for its predecessors' cuts. Its loss is every frame's squared error plus
+    PRUNE_CLIP_MEANS x each clip's frames x the squared error of the clip's mean frame: a clip's emotion is in what
+    its frames share more than in how they differ (sounds, words), and the heads read clip means. Solved from sums
+    over every frame (memory does not grow with the clips).
     """
     kept = ffn_units(trunk, keep)
     whole, exact = copy.deepcopy(trunk), True   # exact: no block before this one is cut, nothing to make up for
@@ -194,10 +198,14 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
                 if not exact:   # the uncut trunk only once earlier blocks are cut
                     whole(c)
                     y = y + seen["whole"] - seen["cut"]
-                a = seen["a"].flatten(0, -2).double()
-                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-                y = y.flatten(0, -2).double()
-                for name, value in (("abs", a.abs().sum(0)), ("gram", a.T @ a), ("xty", a.T @ y)):
+                a = seen["a"].double()                                       # [clips, frames, units]
+                a = torch.cat([a, a.new_ones(*a.shape[:-1], 1)], -1)
+                weight = PRUNE_CLIP_MEANS * a.shape[1]                      # each clip's mean frame, frames-fold
+                means = a.mean(1)
+                y = y.double()
+                gram = a.flatten(0, -2).T @ a.flatten(0, -2) + weight * means.T @ means
+                xty = a.flatten(0, -2).T @ y.flatten(0, -2) + weight * means.T @ y.mean(1)
+                for name, value in (("abs", a.flatten(0, -2).abs().sum(0)), ("gram", gram), ("xty", xty)):
                     sums[name] = sums[name] + value if name in sums else value
         for hook in hooks:
             hook.remove()

@@ -564,16 +564,22 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
     return m
 
 
+# Versions of what an export computes beyond its options, recorded beside them: a bundle made before one changed is
+# not taken for a finished one (made_with).
+RECIPE = {"prune_refit": str(PRUNE_REFIT)}
+
+
 def public_config(cfg: ExportConfig) -> dict[str, str]:
-    """The export's options as its manifest records them (no paths of the exporting machine)."""
-    return {k: _public(v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite")}
+    """The export's options as its manifest records them (no paths of the exporting machine), and the RECIPE."""
+    return {k: _public(v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite")} | RECIPE
 
 
 def made_with(manifest: mf.Manifest | None, cfg: ExportConfig) -> bool:
-    """Whether ``manifest`` records an export with the options of ``cfg`` (where features are cached aside), so a
-    long benchmark can reuse it."""
+    """Whether ``manifest`` records an export with the options of ``cfg`` (where features are cached aside) and the
+    current RECIPE, so a long benchmark can reuse it."""
     same = {k: v for k, v in public_config(cfg).items() if k != "cache"}
     default = public_config(ExportConfig(data=cfg.data, out=cfg.out))   # an option added since: its default
+    default |= dict.fromkeys(RECIPE)                                    # a recipe not recorded: an older one
     return bool(manifest and manifest.export and all(manifest.export.config.get(k, default[k]) == v
                                                      for k, v in same.items()))
 

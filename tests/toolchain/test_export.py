@@ -1,4 +1,5 @@
 """Whole export on tiny random teachers: distill, quantize, ONNX + OpenVINO, parity, bundle, checksums."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -71,11 +72,18 @@ VARIANTS = {f"{part}-{kind}" for part in ("student", "fast") for kind in ("fp32"
 
 @pytest.mark.parametrize("make_teacher", [tiny_whisper, tiny_wav2vec2])
 def test_export_end_to_end(tmp_path, corpus, make_teacher):
-    from edge_ser_export.pipeline import run_export
+    from edge_ser_export.pipeline import RECIPE, made_with, run_export
 
     out = tmp_path / "bundle"
-    manifest = run_export(config(corpus, out, make_teacher(tmp_path / "teacher"), student_layers="teacher",
-                                 student_time_stride=2, student_ffn=16, val_speakers=1, head="auto"))
+    cfg = config(corpus, out, make_teacher(tmp_path / "teacher"), student_layers="teacher", student_time_stride=2,
+                 student_ffn=16, val_speakers=1, head="auto")
+    manifest = run_export(cfg)
+    # a benchmark reuses it only with the same options and recipe (a bundle from before a recipe change: not)
+    assert made_with(manifest, cfg) and not made_with(manifest, dataclasses.replace(cfg, seed=cfg.seed + 1))
+    for older in ({}, {"prune_refit": "2"}):
+        config_then = {k: v for k, v in manifest.export.config.items() if k not in RECIPE} | older
+        assert not made_with(dataclasses.replace(manifest, export=dataclasses.replace(manifest.export,
+                                                                                      config=config_then)), cfg)
     assert (manifest.student.time_stride, manifest.student.ffn) == (2, 16)
     bundle = load_bundle(out)     # checksums verified
     assert bundle.manifest == manifest and bundle.labels == LABELS

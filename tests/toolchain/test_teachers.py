@@ -7,7 +7,8 @@ transformers = pytest.importorskip("transformers")
 
 from edge_ser.errors import EdgeSerError  # noqa: E402
 from edge_ser_export.teachers import (Encoder, LogMel, MatMulConv1d, WhisperDims, WhisperEncoder,  # noqa: E402
-                                     ct2_to_hf_encoder, load_teacher, make_student, offline_whisper_dir, read_ct2)
+                                     ct2_to_hf_encoder, load_teacher, make_student, offline_whisper_dir, read_ct2,
+                                     teacher_prefix)
 
 
 
@@ -287,6 +288,26 @@ def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
         with torch.no_grad():
             return sum(float(((model(c)[-1] - full(c)[-1]) ** 2).mean()) for c in clips)
     assert error(pruned) < error(sliced)
+
+
+def test_ffn_pruning_weighs_each_clips_mean_frame(monkeypatch):
+    """PRUNE_CLIP_MEANS moves the refit toward each clip's mean frame: the cut block's clip means come closer to
+    the uncut block's than a refit on frames alone, and its frames, as a whole, no closer."""
+    from edge_ser_export import distill
+
+    clips = [torch.from_numpy(speechlike(12000, seed=i))[None] for i in range(6)]
+    full = teacher_prefix(tiny_whisper_teacher(), 1)   # the residual stream the refit aims at (no final norm)
+
+    def errors(weight):
+        monkeypatch.setattr(distill, "PRUNE_CLIP_MEANS", weight)
+        pruned = teacher_prefix(tiny_whisper_teacher(), 1)
+        distill.prune_ffn(pruned, clips, keep=16)
+        with torch.no_grad():
+            pairs = [(pruned(c)[-1], full(c)[-1]) for c in clips]
+        return (sum(float(((a.mean(1) - b.mean(1)) ** 2).mean()) for a, b in pairs),
+                sum(float(((a - b) ** 2).mean()) for a, b in pairs))
+    (means0, frames0), (means20, frames20) = errors(0.0), errors(20.0)
+    assert means20 < 0.9 * means0 and frames20 >= frames0 * 0.999
 
 
 def test_ffn_pruning_per_block_keeps_the_blocks_past_the_list_whole():
