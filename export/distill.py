@@ -183,7 +183,7 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
     whole, exact = copy.deepcopy(trunk), True   # exact: no block before this one is cut, nothing to make up for
     seen: dict[str, torch.Tensor] = {}   # one clip's FFN input and output, and both residual streams
     streams = zip(ffn_layers(trunk.encoder), ffn_residuals(trunk.encoder), ffn_residuals(whole.encoder), kept)
-    for (parent, up_name, down_name), here, there, k in streams:
+    for block, ((parent, up_name, down_name), here, there, k) in enumerate(streams):
         up, down = getattr(parent, up_name), getattr(parent, down_name)
         if k == up.out_features:
             continue
@@ -191,8 +191,9 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
         hooks = [down.register_forward_hook(lambda m, inputs, output: seen.update(a=inputs[0], d=output))]
         if not exact:
             hooks += [_tap(*here, lambda x: seen.update(cut=x)), _tap(*there, lambda x: seen.update(whole=x))]
-        with torch.no_grad():
+        with torch.no_grad(), bar(len(clips), f"refitting block {block}'s cut FFN") as advance:
             for c in clips:
+                advance()
                 trunk(c)
                 y = seen["d"]
                 if not exact:   # the uncut trunk only once earlier blocks are cut
