@@ -232,7 +232,7 @@ class Evaluation:
 class Export:
     edge_ser: str = limits(default="", max_len=40)        # version of the exporter
     seconds: float | None = limits(0.0, 1e9, default=None)
-    config: dict[str, str] = limits(default={}, items=100)   # the options, as given
+    config: dict[str, str] = limits(default={}, items=100)   # the options, as given, and recipe versions
 
 
 @dataclass

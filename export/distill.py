@@ -42,7 +42,8 @@ from .teachers import Encoder, ffn_layers, ffn_residuals, make_student
 PRUNE_CLIPS = 1500   # clips that rank and refit the pruned feed-forward units
 PRUNE_REFIT = 3      # the version of prune_ffn's refit (2: each block makes up for the cuts before it; 3: clips'
                      # mean frames weighed PRUNE_CLIP_MEANS more); keys caches
-PRUNE_CLIP_MEANS = 4.0   # the refit's extra weight on each clip's mean frame, on top of its frames (prune_ffn)
+PRUNE_CLIP_MEANS = 4.0   # the refit's extra weight on each clip's mean frame, on top of its frames (prune_ffn;
+                         # a new value needs a new PRUNE_REFIT, which keys caches and made_with)
 
 
 @dataclass
@@ -193,7 +194,6 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
             hooks += [_tap(*here, lambda x: seen.update(cut=x)), _tap(*there, lambda x: seen.update(whole=x))]
         with torch.no_grad(), bar(len(clips), f"refitting block {block}'s cut FFN") as advance:
             for c in clips:
-                advance()
                 trunk(c)
                 y = seen["d"]
                 if not exact:   # the uncut trunk only once earlier blocks are cut
@@ -201,13 +201,14 @@ def prune_ffn(trunk: Encoder, clips: list[torch.Tensor], keep: int | Sequence[in
                     y = y + seen["whole"] - seen["cut"]
                 a = seen["a"].double()                                       # [clips, frames, units]
                 a = torch.cat([a, a.new_ones(*a.shape[:-1], 1)], -1)
-                weight = PRUNE_CLIP_MEANS * a.shape[1]                      # each clip's mean frame, frames-fold
-                means = a.mean(1)
-                y = y.double()
-                gram = a.flatten(0, -2).T @ a.flatten(0, -2) + weight * means.T @ means
-                xty = a.flatten(0, -2).T @ y.flatten(0, -2) + weight * means.T @ y.mean(1)
-                for name, value in (("abs", a.flatten(0, -2).abs().sum(0)), ("gram", gram), ("xty", xty)):
+                mean_weight = PRUNE_CLIP_MEANS * a.shape[1]                 # each clip's mean frame, frames-fold
+                means, y = a.mean(1), y.double()
+                frames, targets = a.flatten(0, -2), y.flatten(0, -2)
+                gram = frames.T @ frames + mean_weight * means.T @ means
+                xty = frames.T @ targets + mean_weight * means.T @ y.mean(1)
+                for name, value in (("abs", frames.abs().sum(0)), ("gram", gram), ("xty", xty)):
                     sums[name] = sums[name] + value if name in sums else value
+                advance()
         for hook in hooks:
             hook.remove()
         gram, xty = parallel.all_reduce(sums["gram"]), parallel.all_reduce(sums["xty"])

@@ -101,7 +101,7 @@ def cached(cache_dir: str | Path | None, extractor: str, key: str, n: int,
                 return f["features"]
     features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "the feature cache", binary=True, keep_partial=False) as f:   # per-process temp name
+    with atomic_file(path, "--cache", binary=True, keep_partial=False) as f:   # per-process temp name
         np.savez(f, features=features)
     return features
 

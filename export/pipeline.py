@@ -565,7 +565,7 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
 
 
 # Versions of what an export computes beyond its options, recorded beside them: a bundle made before one changed is
-# not taken for a finished one (made_with).
+# not taken for a finished one (made_with; prune_refit only where an FFN was cut).
 RECIPE = {"prune_refit": str(PRUNE_REFIT)}
 
 
@@ -577,7 +577,8 @@ def public_config(cfg: ExportConfig) -> dict[str, str]:
 def made_with(manifest: mf.Manifest | None, cfg: ExportConfig) -> bool:
     """Whether ``manifest`` records an export with the options of ``cfg`` (where features are cached aside) and the
     current RECIPE, so a long benchmark can reuse it."""
-    same = {k: v for k, v in public_config(cfg).items() if k != "cache"}
+    cut = manifest and ((manifest.fast and manifest.fast.ffn_blocks) or (manifest.student and manifest.student.ffn))
+    same = {k: v for k, v in public_config(cfg).items() if k != "cache" and (cut or k not in RECIPE)}
     default = public_config(ExportConfig(data=cfg.data, out=cfg.out))   # an option added since: its default
     default |= dict.fromkeys(RECIPE)                                    # a recipe not recorded: an older one
     return bool(manifest and manifest.export and all(manifest.export.config.get(k, default[k]) == v

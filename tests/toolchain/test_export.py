@@ -72,18 +72,21 @@ VARIANTS = {f"{part}-{kind}" for part in ("student", "fast") for kind in ("fp32"
 
 @pytest.mark.parametrize("make_teacher", [tiny_whisper, tiny_wav2vec2])
 def test_export_end_to_end(tmp_path, corpus, make_teacher):
+    from edge_ser_export.distill import PRUNE_REFIT
     from edge_ser_export.pipeline import RECIPE, made_with, run_export
 
     out = tmp_path / "bundle"
     cfg = config(corpus, out, make_teacher(tmp_path / "teacher"), student_layers="teacher", student_time_stride=2,
                  student_ffn=16, val_speakers=1, head="auto")
     manifest = run_export(cfg)
-    # a benchmark reuses it only with the same options and recipe (a bundle from before a recipe change: not)
+    # a benchmark reuses it only with the same options and recipe: its student's FFNs were cut (student_ffn), so
+    # a bundle from before the cut's refit changed is not reused; one that cut nothing is
     assert made_with(manifest, cfg) and not made_with(manifest, dataclasses.replace(cfg, seed=cfg.seed + 1))
-    for older in ({}, {"prune_refit": "2"}):
-        config_then = {k: v for k, v in manifest.export.config.items() if k not in RECIPE} | older
-        assert not made_with(dataclasses.replace(manifest, export=dataclasses.replace(manifest.export,
-                                                                                      config=config_then)), cfg)
+    for older in ({}, {"prune_refit": str(PRUNE_REFIT - 1)}):
+        then = dataclasses.replace(manifest, export=dataclasses.replace(
+            manifest.export, config={k: v for k, v in manifest.export.config.items() if k not in RECIPE} | older))
+        assert not made_with(then, cfg)
+        assert made_with(dataclasses.replace(then, student=dataclasses.replace(then.student, ffn=None)), cfg)
     assert (manifest.student.time_stride, manifest.student.ffn) == (2, 16)
     bundle = load_bundle(out)     # checksums verified
     assert bundle.manifest == manifest and bundle.labels == LABELS

@@ -1,6 +1,7 @@
 """Layer pooling, baseline features, the feature cache, heads and the study's fold integrity (fast, synthetic)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,9 @@ def test_a_cache_write_that_fails_leaves_nothing(tmp_path, monkeypatch):
     the next call computes and stores the features."""
     toy, waves = Toy(), _waves()
 
-    def broken(file, **arrays):
-        file.write(b"PK half an archive")
+    def broken(file, **arrays):   # writes part of an archive, to a path or an open file, then fails
+        with open(file, "wb") if isinstance(file, (str, Path)) else contextlib.nullcontext(file) as f:
+            f.write(b"PK half an archive")
         raise OSError("disk full")
     monkeypatch.setattr(features.np, "savez", broken)
     with pytest.raises(OSError, match="disk full"):

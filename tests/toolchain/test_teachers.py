@@ -290,24 +290,37 @@ def test_ffn_pruning_refits_the_output_layer(tmp_path, family):
     assert error(pruned) < error(sliced)
 
 
-def test_ffn_pruning_weighs_each_clips_mean_frame(monkeypatch):
-    """PRUNE_CLIP_MEANS moves the refit toward each clip's mean frame: the cut block's clip means come closer to
-    the uncut block's than a refit on frames alone, and its frames, as a whole, no closer."""
+def test_ffn_pruning_refit_is_the_ridge_on_frames_and_weighted_clip_means():
+    """prune_ffn's output layer is the ridge regression on every frame plus, as one more row, each clip's mean frame
+    weighted by sqrt(PRUNE_CLIP_MEANS x its frames): here solved directly from the uncut block's activations."""
     from edge_ser_export import distill
+    from edge_ser_export.teachers import ffn_layers
 
-    clips = [torch.from_numpy(speechlike(12000, seed=i))[None] for i in range(6)]
-    full = teacher_prefix(tiny_whisper_teacher(), 1)   # the residual stream the refit aims at (no final norm)
-
-    def errors(weight):
-        monkeypatch.setattr(distill, "PRUNE_CLIP_MEANS", weight)
-        pruned = teacher_prefix(tiny_whisper_teacher(), 1)
-        distill.prune_ffn(pruned, clips, keep=16)
-        with torch.no_grad():
-            pairs = [(pruned(c)[-1], full(c)[-1]) for c in clips]
-        return (sum(float(((a.mean(1) - b.mean(1)) ** 2).mean()) for a, b in pairs),
-                sum(float(((a - b) ** 2).mean()) for a, b in pairs))
-    (means0, frames0), (means20, frames20) = errors(0.0), errors(20.0)
-    assert means20 < 0.9 * means0 and frames20 >= frames0 * 0.999
+    clips = [torch.from_numpy(speechlike(8000 + 2000 * i, seed=i))[None] for i in range(6)]   # unequal lengths
+    full, pruned = teacher_prefix(tiny_whisper_teacher(), 1), teacher_prefix(tiny_whisper_teacher(), 1)
+    (parent, up, down), = ffn_layers(full.encoder)
+    seen = {}
+    hook = getattr(parent, down).register_forward_hook(lambda m, inputs, output: seen.update(a=inputs[0][0],
+                                                                                             d=output[0]))
+    rows, targets = [], []
+    with torch.no_grad():
+        for c in clips:
+            full(c)
+            a, d = torch.cat([seen["a"], torch.ones(len(seen["a"]), 1)], 1).double(), seen["d"].double()
+            w = (distill.PRUNE_CLIP_MEANS * len(a)) ** 0.5
+            rows += [a, w * a.mean(0, keepdim=True)]
+            targets += [d, w * d.mean(0, keepdim=True)]
+    hook.remove()
+    distill.prune_ffn(pruned, clips, keep=16)
+    (cut, cut_up, cut_down), = ffn_layers(pruned.encoder)
+    kept = [int(torch.argmin((getattr(parent, up).weight - row).abs().sum(1))) for row in getattr(cut, cut_up).weight]
+    x, y = torch.cat(rows)[:, kept + [-1]], torch.cat(targets)
+    gram = x.T @ x
+    solution = torch.linalg.solve(gram + 1e-3 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype),
+                                  x.T @ y)
+    scale = float(solution.abs().max())
+    torch.testing.assert_close(getattr(cut, cut_down).weight, solution[:-1].T.float(), rtol=1e-3, atol=1e-4 * scale)
+    torch.testing.assert_close(getattr(cut, cut_down).bias, solution[-1].float(), rtol=1e-3, atol=1e-4 * scale)
 
 
 def test_ffn_pruning_per_block_keeps_the_blocks_past_the_list_whole():
