@@ -25,6 +25,7 @@ import glob
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections import Counter
@@ -138,7 +139,8 @@ def atomic_file(path: Path, option: str = "--output", binary: bool = False, keep
     """A file that appears at ``path`` only when the block ends, written beside it and renamed onto it (never
     through a symbolic link); on an error it is removed and ``path`` is left as it was. Ctrl-C or SIGTERM rename what
     was written so far into place with ``keep_partial`` (events), else remove it (a picture)."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    # a fresh name per call: one that a killed process with the same PID left behind is no obstacle
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         f = open(tmp, "xb" if binary else "x")
     except OSError as e:

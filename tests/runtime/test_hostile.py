@@ -254,6 +254,19 @@ def test_output_is_atomic_and_never_replaces_a_file_silently(tiny_bundle, wav, t
     assert r.returncode == 0 and json.loads(out.read_text().splitlines()[0])["label"] == "anger"
 
 
+def test_a_temp_file_a_killed_process_left_is_no_obstacle(tmp_path):
+    """A SIGKILLed write leaves its hidden temp file; a later process that gets the same PID still writes (and
+    leaves that file alone: it is not known to be ours)."""
+    from edge_ser.run import atomic_file
+    out = tmp_path / "events.jsonl"
+    left = tmp_path / f".{out.name}.partial-{os.getpid()}"
+    left.write_text("from a killed run\n")
+    with atomic_file(out) as f:
+        f.write("new\n")
+    assert out.read_text() == "new\n" and left.read_text() == "from a killed run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [left.name, out.name]
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
 def test_output_to_a_device_is_refused(tiny_bundle, wav):
     assert_clean_error(cli("run", tiny_bundle, "--input", wav, "--output", "/dev/full", "--overwrite"),
@@ -468,7 +481,7 @@ def test_sigterm_on_run_flushes_the_open_segment_too(tiny_bundle, tmp_path):
     p.stdin.write((x * 32767).astype("<i2").tobytes())
     p.stdin.flush()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (out.parent / f".{out.name}.partial-{p.pid}").exists():
+    while time.monotonic() < deadline and not list(out.parent.glob(f".{out.name}.partial-{p.pid}-*")):
         time.sleep(0.05)
     time.sleep(2.0)
     p.send_signal(signal.SIGTERM)
