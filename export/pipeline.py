@@ -553,7 +553,8 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
                              fit=m.head.report.summary(), temperature=m.head.report.temperature, ece=m.head.report.ece)
                for part, m in models.parts.items()},
         data=mf.Data(corpus=corpus.name, clips=len(ex.waves), speakers=n_speakers,
-                     test_speakers=list(fold.test_speakers), trained_speakers=list(corpus.speakers),
+                     test_speakers=list(fold.test_speakers),   # without refit the shipped files never saw the held-out ones
+                     trained_speakers=[s for s in corpus.speakers if cfg.refit or s not in fold.test_speakers],
                      label_counts={lab: int((ex.y == i).sum()) for i, lab in enumerate(ex.labels)},
                      skipped=dict(corpus.skipped),
                      unlabeled=", ".join(p.name for p in cfg.unlabeled) or None),

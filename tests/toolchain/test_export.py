@@ -217,7 +217,8 @@ def test_each_part_chooses_its_own_penalty_once(tmp_path, corpus, monkeypatch):
 
 def test_without_refit_the_bundle_holds_what_was_scored(tmp_path, corpus):
     """refit=False (leave-one-corpus-out studies): the shipped heads are the ones fit without the held-out speaker,
-    so scoring the bundle on that speaker again gives the metrics it records."""
+    so scoring the bundle on that speaker again gives the metrics it records, and the bundle does not call that
+    score optimistic (the held-out speaker is not among those it learned from)."""
     from edge_ser.evaluate import evaluate_bundle
     from edge_ser_export.pipeline import run_export
 
@@ -225,6 +226,7 @@ def test_without_refit_the_bundle_holds_what_was_scored(tmp_path, corpus):
     m = run_export(config(corpus, out, tiny_whisper(tmp_path / "teacher"), refit=False, fast_blocks=0,
                           test_speakers=["s3"]))
     assert "the models the metrics describe" in m.evaluation.shipped and "fast-fp32" not in m.variants
+    assert "s3" not in m.data.trained_speakers and "s3" in m.data.test_speakers and m.data.trained_speakers
     rows = [r for r in corpus.read_text().splitlines() if r.startswith("path") or r.endswith(",s3")]
     (tmp_path / "s3.csv").write_text("\n".join(f"{corpus.parent}/{r}" if i else r for i, r in enumerate(rows)))
     again = evaluate_bundle(out, tmp_path / "s3.csv", variants=["teacher-fp32", "student-int8-u8u8"])["variants"]
