@@ -553,7 +553,7 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
                              fit=m.head.report.summary(), temperature=m.head.report.temperature, ece=m.head.report.ece)
                for part, m in models.parts.items()},
         data=mf.Data(corpus=corpus.name, clips=len(ex.waves), speakers=n_speakers,
-                     test_speakers=list(fold.test_speakers),   # without refit the shipped files never saw the held-out ones
+                     test_speakers=list(fold.test_speakers),   # without refit, never seen by the shipped files
                      trained_speakers=[s for s in corpus.speakers if cfg.refit or s not in fold.test_speakers],
                      label_counts={lab: int((ex.y == i).sum()) for i, lab in enumerate(ex.labels)},
                      skipped=dict(corpus.skipped),
