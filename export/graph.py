@@ -22,6 +22,7 @@ from edge_ser.errors import EdgeSerError
 from edge_ser.manifest import INPUT_NAME, OUTPUT_NAME
 
 OPSET = 17
+SMOOTH_ALPHA = 0.5   # SmoothQuant's migration strength (:func:`smooth_layer_norms`), its paper's default
 
 
 @contextlib.contextmanager
@@ -98,9 +99,10 @@ def _exclusions(src: Path, nodes_to_exclude: Sequence[str] | None) -> list[str]:
 
 def quantize_dynamic_onnx(src: str | Path, dst: str | Path, signed_weights: bool,
                           nodes_to_exclude: Sequence[str] | None = None,
-                          op_types: Sequence[str] = ("MatMul", "Gemm")) -> Path:
+                          op_types: Sequence[str] = ("MatMul", "Gemm"), calib: Sequence[np.ndarray] = ()) -> Path:
     """Dynamic 8-bit quantization: weights quantized offline per output channel, activations at run time (per
-    tensor); weights int8 (U8S8 kernels) or uint8 (U8U8), see :mod:`.presets`.
+    tensor); weights int8 (U8S8 kernels) or uint8 (U8U8), see :mod:`.presets`. With ``calib`` clips the graph's
+    layer norms are smoothed first (:func:`smooth_layer_norms`).
 
     ``nodes_to_exclude=None`` keeps the front end (:func:`front_end_nodes`) in float; pass ``()`` to quantize
     everything. Conv is left out by default: ORT's ConvInteger is no faster than float Conv.
@@ -108,12 +110,83 @@ def quantize_dynamic_onnx(src: str | Path, dst: str | Path, signed_weights: bool
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
-    with _quiet():
-        quantize_dynamic(src, dst, op_types_to_quantize=list(op_types), per_channel=True,
-                         weight_type=QuantType.QInt8 if signed_weights else QuantType.QUInt8,
-                         nodes_to_exclude=_exclusions(src, nodes_to_exclude))
+    smoothed = dst.with_name(f".{dst.stem}-smoothed.onnx")
+    try:
+        source = src if not calib or not smooth_layer_norms(src, smoothed, calib) else smoothed
+        with _quiet():
+            quantize_dynamic(source, dst, op_types_to_quantize=list(op_types), per_channel=True,
+                             weight_type=QuantType.QInt8 if signed_weights else QuantType.QUInt8,
+                             nodes_to_exclude=_exclusions(src, nodes_to_exclude))
+    finally:
+        smoothed.unlink(missing_ok=True)
     onnx.checker.check_model(str(dst))
     return dst
+
+
+def smooth_layer_norms(src: str | Path, dst: str | Path, clips: Sequence[np.ndarray],
+                       alpha: float = SMOOTH_ALPHA) -> int:
+    """SmoothQuant (Xiao et al., 2023) at no run-time cost: a per-tensor int8 activation loses its small channels
+    to its few large ones, so every LayerNormalization read only by MatMuls with constant weights gets channel
+    scales s = peak|x|^alpha / peak|W row|^(1 - alpha) (peaks of its output over ``clips``), its gamma and beta
+    divided and the MatMuls' weight rows multiplied by them: the same function in float, an easier one to
+    quantize. Writes ``dst`` if anything was smoothed; returns how many layer norms were."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}   # an exporter's shared ones
+
+    def constant(name: str):
+        while name in aliases and name not in weights:
+            name = aliases[name]
+        return weights.get(name)
+
+    norms = {n.output[0]: n for n in graph.node if n.op_type == "LayerNormalization" and len(n.input) == 3
+             and n.output[0] not in outputs and all(constant(i) for i in n.input[1:])
+             and readers.get(n.output[0]) and all(r.op_type == "MatMul" and r.input[0] == n.output[0]
+                                                  and len(readers.get(r.input[1], ())) == 1
+                                                  and r.input[1] in weights for r in readers[n.output[0]])}
+    if not norms:
+        return 0
+    graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in norms)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del graph.output[len(graph.output) - len(norms):]
+    peaks = dict.fromkeys(norms, 0.0)
+    for clip in clips:
+        for name, x in zip(norms, session.run(list(norms), {INPUT_NAME: _batch(clip)})):
+            peaks[name] = np.maximum(peaks[name], np.abs(x).reshape(-1, x.shape[-1]).max(0))
+    array = numpy_helper.to_array
+
+    def replace(name: str, value: np.ndarray) -> None:
+        weights[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+
+    for name, norm in norms.items():
+        mats = [r.input[1] for r in readers[name]]
+        rows = np.max([np.abs(array(weights[m])).max(1) for m in mats], 0)
+        scale = np.maximum(peaks[name], 1e-5) ** alpha / np.maximum(rows, 1e-5) ** (1 - alpha)
+        for i, param in enumerate(norm.input[1:], 1):   # its own copy: an exporter shares equal gammas and betas
+            norm.input[i] = f"{norm.name}/smoothed_{i}"
+            graph.initializer.append(numpy_helper.from_array((array(constant(param)) / scale).astype(np.float32),
+                                                             norm.input[i]))
+        for m in mats:
+            replace(m, array(weights[m]) * scale[:, None])
+    used = {i for n in graph.node for i in n.input} | outputs
+    for node in [n for n in graph.node if n.op_type == "Identity" and n.output[0] not in used]:
+        graph.node.remove(node)
+    used = {i for n in graph.node for i in n.input} | outputs
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
+    onnx.save(model, str(dst))
+    return len(norms)
 
 
 def _batch(clip: np.ndarray) -> np.ndarray:

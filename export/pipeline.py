@@ -175,8 +175,8 @@ def student_summary(cfg: ExportConfig, teacher_dim: int, mac_ratio: float, histo
 
 def write_variants(parts: dict[str, EmotionModel], out: Path, calib: list[np.ndarray]) -> dict[str, mf.Variant]:
     """Every graph of the bundle into ``out``: each part (teacher, student, fast student) in fp32 and int8 (see
-    :mod:`.presets`), the students also as OpenVINO IR; and their heads. A variant is named PART-PRECISION and
-    reads the head named PART."""
+    :mod:`.presets`; layer norms smoothed on ``calib`` first, :func:`.graph.smooth_layer_norms`), the students also
+    as OpenVINO IR; and their heads. A variant is named PART-PRECISION and reads the head named PART."""
     variants: dict[str, mf.Variant] = {}
 
     def add(name, fmt, precision, part, macs, quantization=None, targets=()):
@@ -193,8 +193,9 @@ def write_variants(parts: dict[str, EmotionModel], out: Path, calib: list[np.nda
         macs = count_macs(fp32)
         add(f"{part}-fp32", "onnx", "fp32", part, macs)
         for p in ORT_PRESETS:
-            graph.quantize_dynamic_onnx(fp32, add(f"{part}-{p.name}", "onnx", "int8", part, macs, p.description,
-                                                  p.targets), p.signed_weights)
+            graph.quantize_dynamic_onnx(fp32, add(f"{part}-{p.name}", "onnx", "int8", part, macs,
+                                                  f"{p.description}; layer norms smoothed", p.targets),
+                                        p.signed_weights, calib=calib)
         if part != "teacher":
             source = fp32
             if any(isinstance(x, MatMulConv1d) for x in m.embedder.modules()):   # Whisper's: OpenVINO runs Conv faster
@@ -567,7 +568,7 @@ def _manifest(cfg: ExportConfig, ex: Export, models: Models, variants: dict[str,
 
 # Versions of what an export computes beyond its options, recorded beside them: a bundle made before one changed is
 # not taken for a finished one (made_with; prune_refit only where an FFN was cut).
-RECIPE = {"prune_refit": str(PRUNE_REFIT)}
+RECIPE = {"prune_refit": str(PRUNE_REFIT), "int8_smoothing": f"layer norms, alpha {graph.SMOOTH_ALPHA}"}
 
 
 def public_config(cfg: ExportConfig) -> dict[str, str]:
@@ -579,7 +580,7 @@ def made_with(manifest: mf.Manifest | None, cfg: ExportConfig) -> bool:
     """Whether ``manifest`` records an export with the options of ``cfg`` (where features are cached aside) and the
     current RECIPE, so a long benchmark can reuse it."""
     cut = manifest and ((manifest.fast and manifest.fast.ffn_blocks) or (manifest.student and manifest.student.ffn))
-    same = {k: v for k, v in public_config(cfg).items() if k != "cache" and (cut or k not in RECIPE)}
+    same = {k: v for k, v in public_config(cfg).items() if k != "cache" and (cut or k != "prune_refit")}
     default = public_config(ExportConfig(data=cfg.data, out=cfg.out))   # an option added since: its default
     default |= dict.fromkeys(RECIPE)                                    # a recipe not recorded: an older one
     return bool(manifest and manifest.export and all(manifest.export.config.get(k, default[k]) == v

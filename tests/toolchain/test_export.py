@@ -80,13 +80,17 @@ def test_export_end_to_end(tmp_path, corpus, make_teacher):
                  student_ffn=16, val_speakers=1, head="auto")
     manifest = run_export(cfg)
     # a benchmark reuses it only with the same options and recipe: its student's FFNs were cut (student_ffn), so
-    # a bundle from before the cut's refit changed is not reused; one that cut nothing is
+    # a bundle from before the cut's refit changed is not reused; one that cut nothing is; one from before the
+    # int8 graphs' smoothing (or any recipe recorded) is not, cut or not
     assert made_with(manifest, cfg) and not made_with(manifest, dataclasses.replace(cfg, seed=cfg.seed + 1))
-    for older in ({}, {"prune_refit": str(PRUNE_REFIT - 1)}):
+    recorded = manifest.export.config
+    for older, uncut_reused in (({"prune_refit": str(PRUNE_REFIT - 1)}, True), ({"int8_smoothing": "none"}, False),
+                                ({k: None for k in RECIPE}, False)):
         then = dataclasses.replace(manifest, export=dataclasses.replace(
-            manifest.export, config={k: v for k, v in manifest.export.config.items() if k not in RECIPE} | older))
+            manifest.export, config={k: v for k, v in (recorded | older).items() if v is not None}))
         assert not made_with(then, cfg)
-        assert made_with(dataclasses.replace(then, student=dataclasses.replace(then.student, ffn=None)), cfg)
+        uncut = dataclasses.replace(then, student=dataclasses.replace(then.student, ffn=None))
+        assert made_with(uncut, cfg) == uncut_reused
     assert (manifest.student.time_stride, manifest.student.ffn) == (2, 16)
     bundle = load_bundle(out)     # checksums verified
     assert bundle.manifest == manifest and bundle.labels == LABELS

@@ -139,6 +139,45 @@ def test_unknown_backend_is_refused(model, exported):
         graph.parity(model, exported["fp32"], clips(1, seed=0), backend="tflite")
 
 
+class PostNorm(nn.Module):
+    """A post-norm layer (wav2vec2-base's kind): its layer norm's output also feeds the residual stream."""
+
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.frontend, self.ln, self.ff = nn.Conv1d(1, d, 64, stride=32), nn.LayerNorm(d), nn.Linear(d, d)
+
+    def forward(self, audio):
+        x = self.ln(self.frontend(audio[:, None]).transpose(1, 2))
+        return (x + self.ff(x)).mean(1)
+
+
+def test_smoothing_keeps_the_float_function_and_eases_int8(model, tmp_path):
+    import copy
+
+    outlier = copy.deepcopy(model)
+    # a few large channels that the next layer scales down, as transformers' layer norms have: per-tensor int8
+    # activations lose the other channels to them
+    with torch.no_grad():
+        for ln, linear in ((outlier.ln1, outlier.qkv), (outlier.ln2, outlier.ff[0])):
+            ln.weight[:2] *= 100
+            linear.weight[:, :2] /= 100
+    fp32 = graph.export_onnx(outlier, tmp_path / "m.onnx")
+    calib, test = clips(8, seed=1), clips(10, seed=3)
+    assert graph.smooth_layer_norms(fp32, tmp_path / "smooth.onnx", calib) == 2
+    run, smooth = (load_graph(read_graph(p)) for p in (fp32, tmp_path / "smooth.onnx"))
+    for clip in test:
+        np.testing.assert_allclose(smooth(clip[None]), run(clip[None]), rtol=1e-4, atol=1e-5)
+    errors = {}
+    for name, kw in (("plain", {}), ("smoothed", {"calib": calib})):
+        int8 = graph.quantize_dynamic_onnx(fp32, tmp_path / f"{name}.onnx", signed_weights=False, **kw)
+        errors[name] = graph.parity(outlier, int8, test)["max_abs_diff"]
+    assert errors["smoothed"] < 0.25 * errors["plain"]   # measured: 0.003 against 0.045
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "plain.onnx", "smooth.onnx", "smoothed.onnx"]
+    post = graph.export_onnx(PostNorm().eval(), tmp_path / "post.onnx")
+    assert graph.smooth_layer_norms(post, tmp_path / "post-smooth.onnx", calib) == 0
+    assert not (tmp_path / "post-smooth.onnx").exists()
+
+
 class MacNet(nn.Module):
     """Strided conv, grouped conv, grouped strided transposed conv, linear and a matmul."""
 
